@@ -1,0 +1,1 @@
+"""The analysis service's Django project."""

@@ -1,0 +1,13 @@
+"""The operational endpoints answer."""
+
+import pytest
+
+
+@pytest.mark.django_db
+def test_healthz_readyz_metrics(client):
+    assert client.get("/healthz").json()["status"] == "ok"
+    ready = client.get("/readyz")
+    assert ready.status_code == 200, ready.content
+    metrics = client.get("/metrics")
+    assert metrics.status_code == 200
+    assert b"django_http_requests_total_by_method_total" in metrics.content

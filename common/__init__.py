@@ -1,0 +1,1 @@
+"""Code shared by every service: user context, request ids, events, logging, errors, health."""

@@ -1,0 +1,82 @@
+"""Celery wiring shared by every service: the app factory, log-context propagation, publishing."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Celery, signals
+
+from common import events
+from common.log_context import current, event_id_var, request_id_var, user_id_var
+
+logger = logging.getLogger(__name__)
+
+CONTEXT_HEADERS = ("request_id", "user_id", "event_id")
+
+
+def make_app(project: str) -> Celery:
+    """The standard Django wiring: settings under the CELERY_ namespace, tasks autodiscovered."""
+    app = Celery(project)
+    app.config_from_object("django.conf:settings", namespace="CELERY")
+    app.autodiscover_tasks()
+    return app
+
+
+@signals.before_task_publish.connect
+def _add_context_headers(headers: dict[str, Any] | None = None, **_: Any) -> None:
+    """Carry request_id / user_id / event_id from the publisher's context to the worker."""
+    if headers is None:
+        return
+    for key, value in current().items():
+        if value and not headers.get(key):
+            headers[key] = value
+
+
+_tokens: dict[str, list[Any]] = {}
+
+
+@signals.task_prerun.connect
+def _bind_context(task_id: str | None = None, task: Any = None, **_: Any) -> None:
+    request = getattr(task, "request", None)
+    if request is None or task_id is None:
+        return
+    headers = getattr(request, "headers", None) or {}
+    values = {key: headers.get(key) or getattr(request, key, None) for key in CONTEXT_HEADERS}
+    _tokens[task_id] = [
+        request_id_var.set(values["request_id"] or None),
+        user_id_var.set(values["user_id"] or None),
+        event_id_var.set(values["event_id"] or None),
+    ]
+
+
+@signals.task_postrun.connect
+def _unbind_context(task_id: str | None = None, **_: Any) -> None:
+    tokens = _tokens.pop(task_id or "", None)
+    if tokens:
+        for var, token in zip((request_id_var, user_id_var, event_id_var), tokens, strict=True):
+            var.reset(token)
+
+
+def publish_envelope(app: Celery, envelope: dict[str, Any]) -> None:
+    """Send one envelope to every consumer of its type, persistent, as tasks by name.
+
+    Blocks until the broker accepted the message (publisher confirms on RabbitMQ) and raises
+    on any failure; it never retries by itself, so callers choose how long to wait (the
+    outbox relays retry; a request path must bound the wait).
+    """
+    for task_name, queue in events.ROUTES[envelope["type"]]:
+        app.send_task(
+            task_name,
+            args=[envelope],
+            queue=queue,
+            exchange=queue.exchange,
+            routing_key=queue.routing_key,
+            headers=events.task_headers(envelope),
+            delivery_mode=2,
+            retry=False,
+        )
+    logger.info(
+        "event published",
+        extra={"event_id": envelope["event_id"], "event_type": envelope["type"]},
+    )

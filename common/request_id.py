@@ -1,0 +1,44 @@
+"""X-Request-ID: keep a sane caller value or make one, echo it, expose it to logs."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable
+
+from django.http import HttpRequest, HttpResponse
+
+from common.log_context import bound
+
+HEADER = "X-Request-ID"
+META_KEY = "HTTP_X_REQUEST_ID"
+MAX_LENGTH = 128
+# RFC 7230 token characters: safe to echo in a header and to write in a log line.
+_TOKEN_RE = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+
+
+def is_valid_request_id(value: str | None) -> bool:
+    """True for a non-empty value of at most 128 token characters."""
+    return bool(value) and len(value) <= MAX_LENGTH and bool(_TOKEN_RE.match(value))  # type: ignore[arg-type]
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+class RequestIDMiddleware:
+    """Sets ``request.request_id`` and the log context; echoes the id on the response."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        incoming = request.META.get(META_KEY)
+        request_id = incoming if is_valid_request_id(incoming) else new_request_id()
+        request.request_id = request_id  # type: ignore[attr-defined]
+        request.META[META_KEY] = request_id
+        # user_id is reset too: the authentication class sets it for this request only.
+        with bound(request_id=request_id, user_id=None, event_id=None):
+            response = self.get_response(request)
+        response[HEADER] = request_id
+        return response

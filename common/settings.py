@@ -1,0 +1,273 @@
+"""Settings helpers shared by the four services: environment first, working local defaults.
+
+Each service's settings module does ``globals().update(defaults(...))`` and then adds what is
+its own. Every value that differs between machines comes from the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from common.logging import logging_config
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name)
+    return default if value is None or value == "" else value
+
+
+def env_str(name: str, default: str) -> str:
+    value = env(name, default)
+    assert value is not None
+    return value
+
+
+def env_bool(name: str, default: bool = False) -> bool:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    lowered = value.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ImproperlyConfigured(f"{name} must be a boolean (true/false), got {value!r}")
+
+
+def env_int(name: str, default: int) -> int:
+    value = env(name)
+    if value is None:
+        return default
+    try:
+        return int(value)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name} must be an integer, got {value!r}") from exc
+
+
+def env_float(name: str, default: float) -> float:
+    value = env(name)
+    if value is None:
+        return default
+    try:
+        return float(value)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name} must be a number, got {value!r}") from exc
+
+
+def env_list(name: str, default: list[str]) -> list[str]:
+    value = env(name)
+    if value is None:
+        return list(default)
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def state_dir() -> Path:
+    """Where the single-machine default keeps SQLite files, keys and the broker folder."""
+    path = Path(env_str("STATE_DIR", str(REPO_ROOT / ".state")))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def secret(name: str, *, debug: bool, dev_default: str) -> str:
+    """A secret from the environment; only DEBUG may fall back to an insecure default."""
+    value = env(name)
+    if value:
+        return value
+    if debug:
+        return dev_default
+    raise ImproperlyConfigured(
+        f"{name} is not set. Set it in the environment (see infra/.env-sample); "
+        "only DEBUG=true runs with a development default."
+    )
+
+
+def database(*, service: str) -> dict[str, Any]:
+    """DATABASES['default'] from DATABASE_URL, else SQLite in the state folder."""
+    url = env("DATABASE_URL")
+    if url:
+        config = dj_database_url.parse(url, conn_max_age=env_int("DB_CONN_MAX_AGE", 60),
+                                       conn_health_checks=True)
+        test_name = env("TEST_DATABASE_NAME")
+        if test_name:
+            config["TEST"] = {"NAME": test_name}
+        return config
+    return {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": str(state_dir() / f"{service}.sqlite3"),
+        "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE", "init_command":
+                    "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"},
+    }
+
+
+def cache(*, service: str) -> dict[str, Any]:
+    """CACHES['default']: django-redis on REDIS_URL, else the local-memory cache."""
+    prefix = env_str("CACHE_KEY_PREFIX", "ms")
+    url = env("REDIS_URL")
+    if url:
+        return {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": url,
+            "KEY_PREFIX": f"{prefix}:{service}",
+            "TIMEOUT": env_int("CACHE_TTL_SECONDS", 60),
+            "OPTIONS": {
+                "CLIENT_CLASS": "django_redis.client.DefaultClient",
+                "SOCKET_CONNECT_TIMEOUT": env_float("REDIS_CONNECT_TIMEOUT", 0.5),
+                "SOCKET_TIMEOUT": env_float("REDIS_TIMEOUT", 0.5),
+            },
+        }
+    return {
+        "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+        "LOCATION": f"{prefix}-{service}",
+        "TIMEOUT": env_int("CACHE_TTL_SECONDS", 60),
+    }
+
+
+def broker_url() -> str:
+    """CELERY_BROKER_URL, else kombu's filesystem transport (no server needed)."""
+    return env_str("CELERY_BROKER_URL", "filesystem://")
+
+
+def celery_settings(*, service: str) -> dict[str, Any]:
+    """CELERY_* settings shared by publishers and workers (JSON only, at-least-once)."""
+    url = broker_url()
+    if url.startswith("filesystem"):
+        folder = state_dir() / "broker"
+        for sub in ("queue", "processed", "control"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+        transport_options: dict[str, Any] = {
+            "data_folder_in": str(folder / "queue"),
+            "data_folder_out": str(folder / "queue"),
+            "processed_folder": str(folder / "processed"),
+            "control_folder": str(folder / "control"),
+            "store_processed": False,
+        }
+    else:
+        transport_options = {"confirm_publish": True}
+    return {
+        "CELERY_BROKER_URL": url,
+        "CELERY_BROKER_TRANSPORT_OPTIONS": transport_options,
+        "CELERY_BROKER_CONNECTION_TIMEOUT": env_float("CELERY_BROKER_CONNECTION_TIMEOUT", 2.0),
+        "CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP": True,
+        "CELERY_BROKER_HEARTBEAT": 30,
+        "CELERY_TASK_SERIALIZER": "json",
+        "CELERY_RESULT_SERIALIZER": "json",
+        "CELERY_ACCEPT_CONTENT": ["json"],
+        "CELERY_RESULT_BACKEND": None,
+        "CELERY_TASK_IGNORE_RESULT": True,
+        "CELERY_TASK_ACKS_LATE": True,
+        "CELERY_TASK_REJECT_ON_WORKER_LOST": True,
+        "CELERY_TASK_ACKS_ON_FAILURE_OR_TIMEOUT": False,
+        "CELERY_WORKER_PREFETCH_MULTIPLIER": env_int("CELERY_WORKER_PREFETCH_MULTIPLIER", 1),
+        "CELERY_TASK_TIME_LIMIT": env_int("CELERY_TASK_TIME_LIMIT", 60),
+        "CELERY_TASK_SOFT_TIME_LIMIT": env_int("CELERY_TASK_SOFT_TIME_LIMIT", 50),
+        "CELERY_WORKER_HIJACK_ROOT_LOGGER": False,
+        "CELERY_WORKER_SEND_TASK_EVENTS": True,
+        "CELERY_TASK_SEND_SENT_EVENT": True,
+        "CELERY_TASK_CREATE_MISSING_QUEUES": False,
+    }
+
+
+def defaults(*, service: str, base_dir: Path, project: str) -> dict[str, Any]:
+    """The settings every service shares; the service module adds its own on top."""
+    debug = env_bool("DEBUG", False)
+    log_format = env_str("LOG_FORMAT", "json")
+    if log_format not in ("json", "text"):
+        raise ImproperlyConfigured(f"LOG_FORMAT must be 'json' or 'text', got {log_format!r}")
+    return {
+        "SERVICE_NAME": service,
+        "BASE_DIR": base_dir,
+        "DEBUG": debug,
+        "SECRET_KEY": secret("SECRET_KEY", debug=debug, dev_default=f"dev-insecure-{service}"),
+        "INTERNAL_SECRET": secret("INTERNAL_SECRET", debug=debug, dev_default="dev-internal"),
+        "ALLOWED_HOSTS": env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", service]),
+        "INSTALLED_APPS": [
+            "django.contrib.contenttypes",
+            "django.contrib.auth",
+            "django.contrib.staticfiles",
+            "rest_framework",
+            "drf_spectacular",
+            "django_prometheus",
+        ],
+        "MIDDLEWARE": [
+            "django_prometheus.middleware.PrometheusBeforeMiddleware",
+            "django.middleware.security.SecurityMiddleware",
+            "whitenoise.middleware.WhiteNoiseMiddleware",
+            "common.request_id.RequestIDMiddleware",
+            "django.middleware.common.CommonMiddleware",
+            "django_prometheus.middleware.PrometheusAfterMiddleware",
+        ],
+        "ROOT_URLCONF": f"{project}.urls",
+        "WSGI_APPLICATION": f"{project}.wsgi.application",
+        "TEMPLATES": [
+            {
+                "BACKEND": "django.template.backends.django.DjangoTemplates",
+                "DIRS": [],
+                "APP_DIRS": True,
+                "OPTIONS": {
+                    "context_processors": [
+                        "django.template.context_processors.request",
+                        "django.contrib.auth.context_processors.auth",
+                    ]
+                },
+            }
+        ],
+        "DATABASES": {"default": database(service=service)},
+        "CACHES": {"default": cache(service=service)},
+        "DEFAULT_AUTO_FIELD": "django.db.models.BigAutoField",
+        "LANGUAGE_CODE": "en-us",
+        "TIME_ZONE": "UTC",
+        "USE_I18N": True,
+        "USE_TZ": True,
+        "STATIC_URL": "/static/",
+        "STATIC_ROOT": str(_mkdir(state_dir() / "static" / service)),
+        "WHITENOISE_USE_FINDERS": True,
+        "WHITENOISE_AUTOREFRESH": False,
+        "DATA_UPLOAD_MAX_MEMORY_SIZE": env_int("MAX_BODY_BYTES", 1024 * 1024),
+        "APPEND_SLASH": False,
+        "REST_FRAMEWORK": {
+            "DEFAULT_AUTHENTICATION_CLASSES": ["common.context.SignedContextAuthentication"],
+            "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+            "DEFAULT_RENDERER_CLASSES": [
+                "rest_framework.renderers.JSONRenderer",
+                "rest_framework.renderers.BrowsableAPIRenderer",
+            ],
+            "DEFAULT_PARSER_CLASSES": [
+                "rest_framework.parsers.JSONParser",
+                "rest_framework.parsers.FormParser",
+                "rest_framework.parsers.MultiPartParser",
+            ],
+            "EXCEPTION_HANDLER": "common.errors.exception_handler",
+            "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+            "DEFAULT_VERSIONING_CLASS": None,
+        },
+        "SPECTACULAR_SETTINGS": {
+            "TITLE": f"{service} service",
+            "VERSION": "1.0.0",
+            "SERVE_INCLUDE_SCHEMA": False,
+            "COMPONENT_SPLIT_REQUEST": True,
+            "SWAGGER_UI_DIST": "SIDECAR",
+            "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+            "REDOC_DIST": "SIDECAR",
+        },
+        "LOGGING": logging_config(
+            service=service, level=env_str("LOG_LEVEL", "INFO"), fmt=log_format
+        ),
+        "HEALTH_CHECKS": ["common.health.check_database", "common.health.check_cache"],
+        "PROMETHEUS_METRIC_NAMESPACE": "",
+        "SILENCED_SYSTEM_CHECKS": [],
+    }

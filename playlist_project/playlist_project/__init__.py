@@ -1,0 +1,1 @@
+"""The playlist service's Django project."""

@@ -1,0 +1,9 @@
+"""Settings of the playlist service: shared defaults from `common`, then its own."""
+
+from pathlib import Path
+
+from common.settings import defaults
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+globals().update(defaults(service="playlist", base_dir=BASE_DIR, project="playlist_project"))
