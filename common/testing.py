@@ -1,0 +1,41 @@
+"""Helpers for the test suites: the real servers a test run was given, and how to get them.
+
+`python manage_all.py test` hands every suite isolated slices of the servers on 127.0.0.1:
+``TEST_POSTGRES_URL``, ``TEST_REDIS_URL`` (with ``CACHE_KEY_PREFIX``) and ``TEST_AMQP_URL``
+(a vhost of its own). Under ``CI=true`` (``TEST_REQUIRE_SERVERS=true``) a test that needs a
+missing server fails instead of skipping.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+SERVER_VARS = {
+    "postgres": "TEST_POSTGRES_URL",
+    "redis": "TEST_REDIS_URL",
+    "amqp": "TEST_AMQP_URL",
+}
+
+
+def servers_required() -> bool:
+    return (os.environ.get("TEST_REQUIRE_SERVERS", "").lower() == "true"
+            or os.environ.get("CI", "").lower() == "true")
+
+
+def server_url(kind: str) -> str:
+    """The URL of a real server for this test run; fail (CI) or skip (laptop) without one."""
+    var = SERVER_VARS[kind]
+    url = os.environ.get(var)
+    if url:
+        return url
+    message = f"{var} is not set: this test needs a real {kind} server"
+    if servers_required():
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+    raise AssertionError("unreachable")
+
+
+def run_id() -> str:
+    return os.environ.get("TEST_RUN_ID", "local")
