@@ -459,7 +459,7 @@ def cmd_manage(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- tests
 
-SUITES = ["common", "auth", "gateway", "playlist", "analysis", "e2e"]
+SUITES = ["common", "auth", "gateway", "playlist", "analysis", "infra", "e2e"]
 
 
 def _port_open(host: str, port: int) -> bool:
@@ -546,11 +546,15 @@ def suite_command(suite: str, junit: Path, extra: Sequence[str]) -> tuple[list[s
     if suite in SERVICES:
         folder, _ = SERVICES[suite]
         env = service_env(suite)
+        pg = os.environ.get("TEST_POSTGRES_URL")
+        if suite in ORM_SERVICES and pg:
+            # pytest-django creates (and drops) test_<name>: a database of this run only.
+            env["DATABASE_URL"] = f"{pg.rsplit('/', 1)[0]}/ms_{suite}_{os.environ['TEST_RUN_ID']}"
         return [*base, "--rootdir", str(ROOT / folder), str(ROOT / folder), *extra], \
             ROOT / folder, env
     env["PYTHONPATH"] = str(ROOT)
     env.pop("DJANGO_SETTINGS_MODULE", None)
-    folder = ROOT / suite
+    folder = ROOT / suite / "tests" if suite == "infra" else ROOT / suite
     return [*base, "--rootdir", str(folder), str(folder), *extra], ROOT, env
 
 

@@ -1,0 +1,1 @@
+"""Per-user and overall analytics built from the platform's events."""

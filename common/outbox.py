@@ -1,0 +1,142 @@
+"""Transactional-outbox relay shared by the services that publish events (auth, playlist).
+
+A service writes each event into its own store atomically with the change that caused it
+(an ORM table in the same transaction; a ``pending_events`` array in the same MongoDB
+``update_one``). A :class:`Relay` publishes pending events with publisher confirms and removes
+each one only after the broker accepted it. Publishing may happen twice (the request path
+and the relay process can race); consumers dedupe by ``event_id``. It never happens zero times:
+an event leaves the store only after a confirmed publish.
+
+The request path never waits on the broker: it calls :meth:`Relay.submit` (or :meth:`wake`),
+which hands the event to a background thread of the same process and returns at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import threading
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from celery import Celery
+
+from common.celery_utils import publish_envelope
+from common.log_context import bound
+
+logger = logging.getLogger(__name__)
+
+
+class OutboxStore(Protocol):
+    """Where a service keeps events that are written but not yet confirmed by the broker."""
+
+    def pending(self, *, limit: int, older_than_seconds: float) -> list[dict[str, Any]]:
+        """Up to ``limit`` envelopes written at least ``older_than_seconds`` ago, oldest first."""
+        ...
+
+    def mark_published(self, *, event_id: str) -> None:
+        """Forget one event: the broker confirmed it."""
+        ...
+
+
+Callback = Callable[[dict[str, Any]], None]
+ErrorCallback = Callable[[dict[str, Any], BaseException], None]
+
+
+class Relay:
+    """Publishes an outbox's pending events; runs as a thread or as the body of a process."""
+
+    def __init__(
+        self,
+        *,
+        app: Celery,
+        store: OutboxStore,
+        batch_size: int = 100,
+        interval: float = 1.0,
+        grace_seconds: float = 0.0,
+        max_backoff: float = 30.0,
+        on_published: Callback | None = None,
+        on_failed: ErrorCallback | None = None,
+    ) -> None:
+        self.app = app
+        self.store = store
+        self.batch_size = batch_size
+        self.interval = interval
+        # Events younger than this are left to the process that wrote them (fewer duplicates).
+        self.grace_seconds = grace_seconds
+        self.max_backoff = max_backoff
+        self.on_published = on_published
+        self.on_failed = on_failed
+        self._wake = threading.Event()
+        self._submitted: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def publish(self, envelope: dict[str, Any]) -> bool:
+        """Publish one envelope and forget it; False (and the event kept) on any failure."""
+        with bound(event_id=envelope.get("event_id"), request_id=envelope.get("request_id"),
+                   user_id=envelope.get("user_id")):
+            try:
+                publish_envelope(self.app, envelope)
+            except Exception as exc:
+                logger.warning("event publish failed, kept in the outbox: %s: %s",
+                               type(exc).__name__, exc)
+                if self.on_failed:
+                    self.on_failed(envelope, exc)
+                return False
+            self.store.mark_published(event_id=envelope["event_id"])
+            if self.on_published:
+                self.on_published(envelope)
+            return True
+
+    def run_once(self) -> tuple[int, str]:
+        """Publish what is pending now: (events published, "drained" | "more" | "failed")."""
+        published = 0
+        while True:
+            try:
+                submitted = self._submitted.get_nowait()
+            except queue.Empty:
+                break
+            if not self.publish(submitted):
+                return published, "failed"
+            published += 1
+        batch = self.store.pending(limit=self.batch_size, older_than_seconds=self.grace_seconds)
+        for envelope in batch:
+            if not self.publish(envelope):
+                return published, "failed"
+            published += 1
+        return published, "more" if len(batch) >= self.batch_size else "drained"
+
+    def run_forever(self, stop: threading.Event) -> None:
+        """Loop until ``stop`` is set: drain, wait for a wake-up or the interval, back off on errors."""
+        failures = 0
+        while not stop.is_set():
+            try:
+                _, state = self.run_once()
+            except Exception:  # the store itself failed (database down): retry later
+                logger.exception("outbox relay pass failed")
+                state = "failed"
+            if state == "more":
+                continue
+            if state == "drained":
+                failures = 0
+                self._wake.wait(self.interval)
+                self._wake.clear()
+                continue
+            failures += 1
+            delay = min(self.max_backoff, self.interval * 2 ** min(failures, 8))
+            stop.wait(delay * (0.5 + random.random() / 2))  # noqa: S311 - jitter, not crypto
+
+    def submit(self, envelope: dict[str, Any]) -> None:
+        """Publish this event as soon as possible from the background thread; returns at once."""
+        self._submitted.put(envelope)
+        self._wake.set()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def start_thread(self, stop: threading.Event, *, name: str = "outbox-relay") -> threading.Thread:
+        self._thread = threading.Thread(target=self.run_forever, args=(stop,), name=name,
+                                        daemon=True)
+        self._thread.start()
+        return self._thread

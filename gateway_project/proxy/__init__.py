@@ -1,0 +1,1 @@
+"""The gateway's proxy app: JWT check, user context, circuit breakers, pass-through."""

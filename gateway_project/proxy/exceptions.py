@@ -1,0 +1,82 @@
+"""Errors the gateway itself answers with, as declarative DRF exceptions."""
+
+from __future__ import annotations
+
+from rest_framework import exceptions, status
+
+UPSTREAM_UNAVAILABLE = "Upstream service temporarily unavailable, try again later."
+UPSTREAM_UNREACHABLE = "Upstream service unreachable."
+UPSTREAM_TIMEOUT = "Upstream service timed out."
+PAYLOAD_TOO_LARGE = "Request body too large."
+TOKEN_MISSING = "Authentication credentials were not provided."
+TOKEN_INVALID = "Invalid or expired token."
+TOKEN_REVOKED = "Token has been revoked."
+KEYS_UNAVAILABLE = "Token keys unavailable, try again later."
+REVOCATION_UNAVAILABLE = "Token revocation list unavailable, try again later."
+
+
+class UpstreamUnavailable(exceptions.APIException):
+    """503: the upstream's circuit breaker is open; ``wait`` becomes ``Retry-After``."""
+
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = UPSTREAM_UNAVAILABLE
+    default_code = "upstream_unavailable"
+
+    def __init__(self, *, wait: int, detail: str | None = None) -> None:
+        super().__init__(detail)
+        self.wait = wait
+
+
+class UpstreamUnreachable(exceptions.APIException):
+    """502: the upstream refused or dropped the connection."""
+
+    status_code = status.HTTP_502_BAD_GATEWAY
+    default_detail = UPSTREAM_UNREACHABLE
+    default_code = "upstream_unreachable"
+
+
+class UpstreamTimeout(exceptions.APIException):
+    """504: the upstream did not connect or answer within its timeout."""
+
+    status_code = status.HTTP_504_GATEWAY_TIMEOUT
+    default_detail = UPSTREAM_TIMEOUT
+    default_code = "upstream_timeout"
+
+
+class PayloadTooLarge(exceptions.APIException):
+    """413: the request body is over ``MAX_BODY_BYTES``."""
+
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_detail = PAYLOAD_TOO_LARGE
+    default_code = "payload_too_large"
+
+
+class InvalidToken(exceptions.AuthenticationFailed):
+    """401: the bearer token is malformed, forged, expired, of the wrong kind or revoked."""
+
+    default_detail = TOKEN_INVALID
+    default_code = "token_not_valid"
+
+
+class KeysUnavailable(exceptions.APIException):
+    """503: the auth service's JWKS cannot be fetched and no key is cached."""
+
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = KEYS_UNAVAILABLE
+    default_code = "auth_keys_unavailable"
+
+    def __init__(self, *, wait: int = 5) -> None:
+        super().__init__()
+        self.wait = wait
+
+
+class RevocationUnavailable(exceptions.APIException):
+    """503: the shared cache holding revoked tokens does not answer (fail closed)."""
+
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = REVOCATION_UNAVAILABLE
+    default_code = "revocation_unavailable"
+
+    def __init__(self, *, wait: int = 5) -> None:
+        super().__init__()
+        self.wait = wait

@@ -1,0 +1,43 @@
+"""Gateway metrics (names agreed for the whole platform; keep them exact)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+BREAKER_STATE_VALUES = {"closed": 0, "half-open": 1, "open": 2}
+
+upstream_requests = Counter(
+    "gateway_upstream_requests_total",
+    "Requests the gateway sent upstream, by upstream and answer status "
+    "(HTTP status, or connection_error / timeout).",
+    ["upstream", "status"],
+)
+upstream_duration = Histogram(
+    "gateway_upstream_request_duration_seconds",
+    "Time from sending a request upstream to having its whole answer.",
+    ["upstream"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+# Several gunicorn workers share one breaker state in Redis; the latest write from any worker
+# is the truth, hence "livemostrecent".
+breaker_state = Gauge(
+    "gateway_breaker_state",
+    "Circuit breaker state per upstream: 0 closed, 1 half-open, 2 open.",
+    ["upstream"],
+    multiprocess_mode="livemostrecent",
+)
+breaker_transitions = Counter(
+    "gateway_breaker_transitions_total",
+    "Circuit breaker state changes made by this gateway.",
+    ["upstream", "from_state", "to_state"],
+)
+rejected_requests = Counter(
+    "gateway_rejected_requests_total",
+    "Requests the gateway answered itself without calling upstream, by reason "
+    "(unauthorized, payload_too_large, throttled, breaker_open).",
+    ["reason"],
+)
+revoked_token_hits = Counter(
+    "gateway_revoked_token_hits_total",
+    "Requests that presented an access token revoked by logout or account deletion.",
+)

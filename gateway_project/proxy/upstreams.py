@@ -1,0 +1,110 @@
+"""The upstream services: one pooled ``requests.Session`` and one breaker each, per process.
+
+Built lazily on first use from ``settings.UPSTREAMS`` and kept for the life of the process
+(tests that override settings get a fresh set through the ``setting_changed`` signal).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import redis
+import requests
+from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+from requests.adapters import HTTPAdapter
+
+from proxy.breaker import UpstreamBreaker
+
+_RESET_ON = {"UPSTREAMS", "REDIS_URL", "CACHE_KEY_PREFIX", "BREAKER_FAIL_MAX",
+             "BREAKER_RESET_TIMEOUT", "UPSTREAM_POOL_SIZE"}
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """One upstream service as the proxy uses it."""
+
+    name: str
+    base_url: str
+    timeout: tuple[float, float]  # (connect, read) seconds
+    session: requests.Session
+    breaker: UpstreamBreaker
+
+
+def _session(pool_size: int) -> requests.Session:
+    session = requests.Session()
+    # No proxies, .netrc or CA bundle lookups from the environment on every request.
+    session.trust_env = False
+    adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0,
+                          pool_block=False)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+def breaker_namespace(name: str) -> str:
+    """Redis namespace of an upstream's breaker (prefixed so parallel runs never collide)."""
+    return f"{settings.CACHE_KEY_PREFIX}:gateway:breaker:{name}"
+
+
+def build_breaker(name: str, *, probe_ttl: float) -> UpstreamBreaker:
+    """A breaker for ``name`` on the configured storage (Redis when REDIS_URL is set)."""
+    client = None
+    if settings.REDIS_URL:
+        client = redis.Redis.from_url(
+            settings.REDIS_URL,
+            socket_connect_timeout=settings.BREAKER_REDIS_TIMEOUT,
+            socket_timeout=settings.BREAKER_REDIS_TIMEOUT,
+            health_check_interval=30,
+        )
+    return UpstreamBreaker(name=name, fail_max=settings.BREAKER_FAIL_MAX,
+                           reset_timeout=settings.BREAKER_RESET_TIMEOUT, redis=client,
+                           namespace=breaker_namespace(name), probe_ttl=probe_ttl)
+
+
+def _build() -> dict[str, Upstream]:
+    built = {}
+    for name, config in settings.UPSTREAMS.items():
+        timeout = (float(config["connect_timeout"]), float(config["read_timeout"]))
+        built[name] = Upstream(
+            name=name,
+            base_url=str(config["url"]).rstrip("/"),
+            timeout=timeout,
+            session=_session(settings.UPSTREAM_POOL_SIZE),
+            # The probe lock outlives the slowest possible probe, then frees itself.
+            breaker=build_breaker(name, probe_ttl=sum(timeout) + 5),
+        )
+    return built
+
+
+_lock = threading.Lock()
+_upstreams: dict[str, Upstream] | None = None
+
+
+def get(name: str) -> Upstream:
+    """The process-wide ``Upstream`` called ``name``."""
+    global _upstreams
+    current = _upstreams
+    if current is None:
+        with _lock:
+            if _upstreams is None:
+                _upstreams = _build()
+            current = _upstreams
+    return current[name]
+
+
+def reset() -> None:
+    """Forget the built upstreams (closing their sessions); the next ``get`` rebuilds them."""
+    global _upstreams
+    with _lock:
+        old, _upstreams = _upstreams, None
+    for upstream in (old or {}).values():
+        upstream.session.close()
+
+
+@receiver(setting_changed)
+def _on_setting_changed(*, setting: str, **kwargs: object) -> None:
+    if setting in _RESET_ON:
+        reset()
