@@ -146,16 +146,21 @@ def service_env(service: str, overrides: dict[str, str] | None = None) -> dict[s
         port = int(env.get(f"{name.upper()}_PORT", port))
         env.setdefault(f"{name.upper()}_SERVICE_URL", f"http://127.0.0.1:{port}")
     if service == "auth":
-        env.setdefault("JWT_PRIVATE_KEY_FILE", str(Path(env["STATE_DIR"]) / "jwt" / "private.pem"))
+        env.setdefault(
+            "JWT_PRIVATE_KEY_FILE", str(Path(env.get("STATE_DIR", STATE)) / "jwt" / "private.pem")
+        )
     return env
 
 
-def manage(service: str, *args: str, env: dict[str, str] | None = None,
-           check: bool = True) -> subprocess.CompletedProcess[bytes]:
+def manage(
+    service: str, *args: str, env: dict[str, str] | None = None, check: bool = True
+) -> subprocess.CompletedProcess[bytes]:
     folder, _ = SERVICES[service]
     return subprocess.run(
         [venv_python(), str(ROOT / folder / "manage.py"), *args],
-        cwd=ROOT / folder, env=env or service_env(service), check=check,
+        cwd=ROOT / folder,
+        env=env or service_env(service),
+        check=check,
     )
 
 
@@ -167,8 +172,7 @@ def has_command(service: str, command: str) -> bool:
 def prepare(env_overrides: dict[str, str] | None = None) -> None:
     """Migrations and the auth key pair: everything `up` needs before starting processes."""
     for service in ORM_SERVICES:
-        manage(service, "migrate", "--noinput", "-v", "0",
-               env=service_env(service, env_overrides))
+        manage(service, "migrate", "--noinput", "-v", "0", env=service_env(service, env_overrides))
     if has_command("auth", "ensure_jwt_keys"):
         manage("auth", "ensure_jwt_keys", env=service_env("auth", env_overrides))
 
@@ -193,15 +197,16 @@ def gunicorn_argv(service: str, port: int, env: dict[str, str]) -> list[str]:
     if service == "playlist" and not env.get("MONGODB_URI"):
         workers = "1"  # mongomock lives in one process: every request must reach it
     return [
-        venv_bin("gunicorn"), f"{folder}.wsgi:application",
-        "--bind", f"{env.get('BIND_HOST', '127.0.0.1')}:{port}",
-        "--workers", workers,
-        "--worker-class", "gthread",
-        "--threads", env.get("GUNICORN_THREADS", "4"),
-        "--keep-alive", env.get("GUNICORN_KEEPALIVE", "5"),
-        "--graceful-timeout", "5",
-        "--timeout", "30",
-        "--chdir", str(ROOT / folder),
+        venv_bin("gunicorn"),
+        "-c",
+        str(ROOT / "common" / "gunicorn_conf.py"),
+        f"{folder}.wsgi:application",
+        "--bind",
+        f"{env.get('BIND_HOST', '127.0.0.1')}:{port}",
+        "--workers",
+        workers,
+        "--chdir",
+        str(ROOT / folder),
     ]
 
 
@@ -210,41 +215,87 @@ def platform_specs(overrides: dict[str, str] | None = None) -> list[ProcSpec]:
     specs: list[ProcSpec] = []
     base = dict(os.environ)
     base.update(overrides or {})
-    for service, (folder, default_port) in SERVICES.items():
+    for service, (_folder, default_port) in SERVICES.items():
         port = int(base.get(f"{service.upper()}_PORT", default_port))
         env = service_env(service, overrides)
-        specs.append(ProcSpec(service, service, gunicorn_argv(service, port, env),
-                              f"http://127.0.0.1:{port}/healthz", env=env))
+        specs.append(
+            ProcSpec(
+                service,
+                service,
+                gunicorn_argv(service, port, env),
+                f"http://127.0.0.1:{port}/healthz",
+                env=env,
+            )
+        )
     real_mongo = bool(base.get("MONGODB_URI"))
-    for service, folder, queue in (("analysis", "analysis_project", "analysis.events"),
-                                   ("playlist", "playlist_project", "playlist.events")):
+    for service, folder, queue in (
+        ("analysis", "analysis_project", "analysis.events"),
+        ("playlist", "playlist_project", "playlist.events"),
+    ):
         if not (ROOT / folder / folder / "celery.py").exists():
             continue
         if service == "playlist" and not real_mongo:
             continue  # with mongomock the playlist web process runs its consumer in-process
-        specs.append(ProcSpec(
-            f"{service}-worker", service,
-            [venv_bin("celery"), "-A", folder, "worker", "-Q", queue, "-n", f"{service}@%h",
-             "--loglevel", base.get("LOG_LEVEL", "INFO"), "-E",
-             "--concurrency", base.get(f"{service.upper()}_WORKER_CONCURRENCY", "2")],
-            env=service_env(service, overrides)))
+        specs.append(
+            ProcSpec(
+                f"{service}-worker",
+                service,
+                [
+                    venv_bin("celery"),
+                    "-A",
+                    folder,
+                    "worker",
+                    "-Q",
+                    queue,
+                    "-n",
+                    f"{service}@%h",
+                    "--loglevel",
+                    base.get("LOG_LEVEL", "INFO"),
+                    "-E",
+                    "--concurrency",
+                    base.get(f"{service.upper()}_WORKER_CONCURRENCY", "2"),
+                ],
+                env=service_env(service, overrides),
+            )
+        )
     for service in ("auth", "playlist"):
         if not has_command(service, "outbox_relay"):
             continue
         if service == "playlist" and not real_mongo:
             continue
         folder, _ = SERVICES[service]
-        specs.append(ProcSpec(f"{service}-relay", service,
-                              [venv_python(), str(ROOT / folder / "manage.py"), "outbox_relay"],
-                              env=service_env(service, overrides)))
+        specs.append(
+            ProcSpec(
+                f"{service}-relay",
+                service,
+                [venv_python(), str(ROOT / folder / "manage.py"), "outbox_relay"],
+                env=service_env(service, overrides),
+            )
+        )
     if (ROOT / "analysis_project" / "analysis_project" / "celery.py").exists():
         flower_port = int(base.get("FLOWER_PORT", FLOWER_PORT))
-        specs.append(ProcSpec(
-            "flower", "analysis",
-            [venv_bin("celery"), "-A", "analysis_project", "flower",
-             f"--port={flower_port}", f"--address={base.get('BIND_HOST', '127.0.0.1')}"],
-            f"http://127.0.0.1:{flower_port}/healthcheck",
-            env=service_env("analysis", overrides)))
+        specs.append(
+            ProcSpec(
+                "flower",
+                "analysis",
+                [
+                    venv_bin("celery"),
+                    "-A",
+                    "analysis_project",
+                    "flower",
+                    f"--port={flower_port}",
+                    f"--address={base.get('BIND_HOST', '127.0.0.1')}",
+                ],
+                f"http://127.0.0.1:{flower_port}/healthcheck",
+                env=service_env("analysis", overrides),
+            )
+        )
+    for spec in specs:
+        # Metrics summed over every process of one program (gunicorn workers, celery children).
+        spec.env.setdefault(
+            "PROMETHEUS_MULTIPROC_DIR",
+            str(Path(spec.env.get("STATE_DIR", STATE)) / "prometheus" / spec.name),
+        )
     return specs
 
 
@@ -259,8 +310,9 @@ def _set_parent_death_signal() -> None:
 class Platform:
     """Starts processes, prefixes their output, waits for health, stops them all."""
 
-    def __init__(self, specs: Sequence[ProcSpec], *, echo: bool = True,
-                 log_dir: Path | None = None) -> None:
+    def __init__(
+        self, specs: Sequence[ProcSpec], *, echo: bool = True, log_dir: Path | None = None
+    ) -> None:
         self.specs = list(specs)
         self.echo = echo
         self.log_dir = log_dir
@@ -270,22 +322,34 @@ class Platform:
         self._lock = threading.Lock()
 
     def start(self) -> None:
-        width = max(len(spec.name) for spec in self.specs)
-        for index, spec in enumerate(self.specs):
-            folder, _ = SERVICES[spec.service]
-            proc = subprocess.Popen(
-                spec.argv, cwd=ROOT / folder, env=spec.env,
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True, preexec_fn=_set_parent_death_signal,  # noqa: PLW1509
-            )
-            self.procs[spec.name] = proc
-            prefix = spec.name.ljust(width)
-            if self._color:
-                prefix = f"\033[{COLORS[index % len(COLORS)]}m{prefix}\033[0m"
-            thread = threading.Thread(target=self._pump, args=(spec.name, prefix, proc),
-                                      daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        for spec in self.specs:
+            self._spawn(spec)
+
+    def _spawn(self, spec: ProcSpec) -> None:
+        folder, _ = SERVICES[spec.service]
+        metrics_dir = spec.env.get("PROMETHEUS_MULTIPROC_DIR")
+        if metrics_dir:  # stale files from an earlier run would be summed in
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+            Path(metrics_dir).mkdir(parents=True)
+        proc = subprocess.Popen(
+            spec.argv,
+            cwd=ROOT / folder,
+            env=spec.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=_set_parent_death_signal,
+        )
+        self.procs[spec.name] = proc
+        width = max(len(s.name) for s in self.specs)
+        prefix = spec.name.ljust(width)
+        if self._color:
+            color = COLORS[self.specs.index(spec) % len(COLORS)]
+            prefix = f"\033[{color}m{prefix}\033[0m"
+        thread = threading.Thread(target=self._pump, args=(spec.name, prefix, proc), daemon=True)
+        thread.start()
+        self._threads.append(thread)
 
     def _pump(self, name: str, prefix: str, proc: subprocess.Popen[bytes]) -> None:
         sink = None
@@ -330,10 +394,8 @@ class Platform:
         deadline = time.monotonic() + timeout
         for proc in self.procs.values():
             remaining = max(0.1, deadline - time.monotonic())
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(remaining)
-            except subprocess.TimeoutExpired:
-                pass
         for proc in self.procs.values():
             # The whole group: gunicorn and celery workers have children of their own.
             with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -349,14 +411,9 @@ class Platform:
         self.procs[name].wait(15)
 
     def restart(self, name: str) -> None:
-        spec = next(spec for spec in self.specs if spec.name == name)
+        """Kill one process (SIGKILL, as a crash would) and start it again."""
         self.kill(name)
-        index = self.specs.index(spec)
-        self.specs[index] = spec
-        sub = Platform([spec], echo=self.echo, log_dir=self.log_dir)
-        sub.start()
-        self.procs[name] = sub.procs[name]
-        self._threads.extend(sub._threads)
+        self._spawn(next(spec for spec in self.specs if spec.name == name))
 
 
 def _answers(url: str, timeout: float = 1.0) -> bool:
@@ -393,8 +450,10 @@ def cmd_up(_: argparse.Namespace) -> int:
         log(f"all {len(specs)} processes up in {time.monotonic() - started:.1f}s")
         log(f"gateway      {gateway}/api/")
         log(f"API docs     {gateway}/api/docs")
-        log(f"admin        {analysis}/admin/  (python manage_all.py manage analysis "
-            "createsuperuser)")
+        log(
+            f"admin        {analysis}/admin/  (python manage_all.py manage analysis "
+            "createsuperuser)"
+        )
         if any(spec.name == "flower" for spec in specs):
             log(f"Flower       http://localhost:{os.environ.get('FLOWER_PORT', FLOWER_PORT)}/")
         log("Ctrl-C stops everything")
@@ -434,8 +493,9 @@ def run_checks() -> list[tuple[str, bool]]:
         results.append((f"{service}: makemigrations --check", ok))
     ruff = subprocess.run([venv_bin("ruff"), "check", "."], cwd=ROOT, check=False)
     results.append(("ruff check", ruff.returncode == 0))
-    mypy = subprocess.run([venv_bin("mypy")], cwd=ROOT, check=False,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    mypy = subprocess.run(
+        [venv_bin("mypy")], cwd=ROOT, check=False, env={**os.environ, "PYTHONPATH": str(ROOT)}
+    )
     results.append(("mypy common", mypy.returncode == 0))
     for name, ok in results:
         log(f"{'ok  ' if ok else 'FAIL'} {name}")
@@ -505,10 +565,24 @@ class TestResources:
         if _port_open("127.0.0.1", 5672):
             vhost = f"mstest-{run_id}"
             if shutil.which("rabbitmqctl"):
-                subprocess.run(["rabbitmqctl", "-q", "add_vhost", vhost], check=True,
-                               stdout=subprocess.DEVNULL)
-                subprocess.run(["rabbitmqctl", "-q", "set_permissions", "-p", vhost, "guest",
-                                ".*", ".*", ".*"], check=True, stdout=subprocess.DEVNULL)
+                subprocess.run(
+                    ["rabbitmqctl", "-q", "add_vhost", vhost], check=True, stdout=subprocess.DEVNULL
+                )
+                subprocess.run(
+                    [
+                        "rabbitmqctl",
+                        "-q",
+                        "set_permissions",
+                        "-p",
+                        vhost,
+                        "guest",
+                        ".*",
+                        ".*",
+                        ".*",
+                    ],
+                    check=True,
+                    stdout=subprocess.DEVNULL,
+                )
                 env["TEST_AMQP_URL"] = f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
             else:
                 vhost = None
@@ -526,22 +600,36 @@ class TestResources:
 
     def cleanup(self) -> None:
         if self.vhost and shutil.which("rabbitmqctl"):
-            subprocess.run(["rabbitmqctl", "-q", "delete_vhost", self.vhost], check=False,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            subprocess.run(
+                ["rabbitmqctl", "-q", "delete_vhost", self.vhost],
+                check=False,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
         if "TEST_REDIS_URL" in self.env:
             prefix = self.env["CACHE_KEY_PREFIX"]
             code = (
                 "import redis,sys;r=redis.Redis.from_url(sys.argv[1]);"
                 "[r.delete(k) for k in r.scan_iter(sys.argv[2]+'*', count=1000)]"
             )
-            subprocess.run([venv_python(), "-c", code, self.env["TEST_REDIS_URL"], prefix],
-                           check=False)
+            subprocess.run(
+                [venv_python(), "-c", code, self.env["TEST_REDIS_URL"], prefix], check=False
+            )
 
 
-def suite_command(suite: str, junit: Path, extra: Sequence[str]) -> tuple[list[str], Path,
-                                                                          dict[str, str]]:
-    base = [venv_python(), "-m", "pytest", "-c", str(ROOT / "pytest.ini"), "-p",
-            "no:cacheprovider", f"--junitxml={junit}"]
+def suite_command(
+    suite: str, junit: Path, extra: Sequence[str]
+) -> tuple[list[str], Path, dict[str, str]]:
+    base = [
+        venv_python(),
+        "-m",
+        "pytest",
+        "-c",
+        str(ROOT / "pytest.ini"),
+        "-p",
+        "no:cacheprovider",
+        f"--junitxml={junit}",
+    ]
     env = dict(os.environ)
     if suite in SERVICES:
         folder, _ = SERVICES[suite]
@@ -550,8 +638,11 @@ def suite_command(suite: str, junit: Path, extra: Sequence[str]) -> tuple[list[s
         if suite in ORM_SERVICES and pg:
             # pytest-django creates (and drops) test_<name>: a database of this run only.
             env["DATABASE_URL"] = f"{pg.rsplit('/', 1)[0]}/ms_{suite}_{os.environ['TEST_RUN_ID']}"
-        return [*base, "--rootdir", str(ROOT / folder), str(ROOT / folder), *extra], \
-            ROOT / folder, env
+        return (
+            [*base, "--rootdir", str(ROOT / folder), str(ROOT / folder), *extra],
+            ROOT / folder,
+            env,
+        )
     env["PYTHONPATH"] = str(ROOT)
     env.pop("DJANGO_SETTINGS_MODULE", None)
     folder = ROOT / suite / "tests" if suite == "infra" else ROOT / suite
@@ -560,7 +651,7 @@ def suite_command(suite: str, junit: Path, extra: Sequence[str]) -> tuple[list[s
 
 def junit_counts(path: Path) -> tuple[int, int, int]:
     """(passed, failed, skipped) from a JUnit XML report."""
-    root = ET.parse(path).getroot()
+    root = ET.parse(path).getroot()  # noqa: S314 - our own pytest's report
     suites = [root] if root.tag == "testsuite" else list(root.iter("testsuite"))
     total = failed = skipped = 0
     for suite in suites:
@@ -624,13 +715,16 @@ def main(argv: Iterable[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("up", help="set up and run every service").set_defaults(func=cmd_up)
     sub.add_parser("migrate", help="apply every service's migrations").set_defaults(
-        func=cmd_migrate)
+        func=cmd_migrate
+    )
     sub.add_parser("check", help="system checks, missing migrations, lint, types").set_defaults(
-        func=cmd_check)
+        func=cmd_check
+    )
     test = sub.add_parser("test", help="run the test suites")
     test.add_argument("suites", nargs="*", help=f"any of: checks {' '.join(SUITES)}")
-    test.add_argument("--pytest-args", nargs=argparse.REMAINDER, default=[],
-                      help="passed to pytest (put last)")
+    test.add_argument(
+        "--pytest-args", nargs=argparse.REMAINDER, default=[], help="passed to pytest (put last)"
+    )
     test.set_defaults(func=cmd_test)
     manage_parser = sub.add_parser("manage", help="a Django management command of one service")
     manage_parser.add_argument("service", help=", ".join(SERVICES))

@@ -109,7 +109,11 @@ def verify(
         user = json.loads(value)
     except ValueError as exc:
         raise ContextError(ERROR_MALFORMED) from exc
-    if not isinstance(user, dict) or not user.get("id") or not isinstance(user.get("username"), str):
+    if (
+        not isinstance(user, dict)
+        or not user.get("id")
+        or not isinstance(user.get("username"), str)
+    ):
         raise ContextError(ERROR_MALFORMED)
     return user
 

@@ -57,8 +57,11 @@ def error_body(exc: exceptions.APIException) -> dict[str, Any]:
             "code": str(detail.get("code", _first_code(exc.get_codes()))),
         }
     if isinstance(detail, (list, dict)):
-        return {"detail": str(exc.default_detail), "code": _first_code(exc.get_codes()),
-                "errors": _flatten(detail)}
+        return {
+            "detail": str(exc.default_detail),
+            "code": _first_code(exc.get_codes()),
+            "errors": _flatten(detail),
+        }
     return {"detail": str(detail), "code": _first_code(exc.get_codes())}
 
 

@@ -42,8 +42,10 @@ def _queue_with_dlq(name: str, dlq_name: str) -> tuple[Queue, Queue]:
         EVENTS_EXCHANGE,
         routing_key=name,
         durable=True,
-        queue_arguments={"x-dead-letter-exchange": DLX_EXCHANGE.name,
-                         "x-dead-letter-routing-key": dlq_name},
+        queue_arguments={
+            "x-dead-letter-exchange": DLX_EXCHANGE.name,
+            "x-dead-letter-routing-key": dlq_name,
+        },
     )
     dlq = Queue(dlq_name, DLX_EXCHANGE, routing_key=dlq_name, durable=True)
     return queue, dlq

@@ -37,8 +37,8 @@ def check_broker() -> None:
     from kombu import Connection
 
     with Connection(
-        settings.CELERY_BROKER_URL,
-        transport_options=settings.CELERY_BROKER_TRANSPORT_OPTIONS,
+        getattr(settings, "CELERY_BROKER_URL", "filesystem://"),
+        transport_options=getattr(settings, "CELERY_BROKER_TRANSPORT_OPTIONS", {}),
         connect_timeout=2,
     ) as conn:
         conn.ensure_connection(max_retries=1, timeout=2)
@@ -64,6 +64,9 @@ def readyz(request: HttpRequest) -> JsonResponse:
             results[name] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:300]}
             logger.warning("readiness check %s failed: %s", name, exc)
         results[name]["duration_ms"] = round((time.perf_counter() - started) * 1000, 1)
-    body = {"status": "ok" if ready else "unavailable", "service": settings.SERVICE_NAME,
-            "checks": results}
+    body = {
+        "status": "ok" if ready else "unavailable",
+        "service": settings.SERVICE_NAME,
+        "checks": results,
+    }
     return JsonResponse(body, status=200 if ready else 503)

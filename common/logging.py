@@ -12,8 +12,10 @@ from common.log_context import current
 _SECRET_PATTERNS = [
     re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+"),
     re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"),  # any JWT
-    re.compile(r'(?i)("?(?:password|current_password|refresh|token|access|secret|signature)"?'
-               r'\s*[:=]\s*"?)[^",\s}]+'),
+    re.compile(
+        r'(?i)("?(?:password|current_password|refresh|token|access|secret|signature)"?'
+        r'\s*[:=]\s*"?)[^",\s}]+'
+    ),
     re.compile(r"(?i)(v1=)[0-9a-f]{16,}"),
 ]
 REDACTED = "[redacted]"

@@ -74,13 +74,17 @@ class Relay:
 
     def publish(self, envelope: dict[str, Any]) -> bool:
         """Publish one envelope and forget it; False (and the event kept) on any failure."""
-        with bound(event_id=envelope.get("event_id"), request_id=envelope.get("request_id"),
-                   user_id=envelope.get("user_id")):
+        with bound(
+            event_id=envelope.get("event_id"),
+            request_id=envelope.get("request_id"),
+            user_id=envelope.get("user_id"),
+        ):
             try:
                 publish_envelope(self.app, envelope)
             except Exception as exc:
-                logger.warning("event publish failed, kept in the outbox: %s: %s",
-                               type(exc).__name__, exc)
+                logger.warning(
+                    "event publish failed, kept in the outbox: %s: %s", type(exc).__name__, exc
+                )
                 if self.on_failed:
                     self.on_failed(envelope, exc)
                 return False
@@ -108,7 +112,7 @@ class Relay:
         return published, "more" if len(batch) >= self.batch_size else "drained"
 
     def run_forever(self, stop: threading.Event) -> None:
-        """Loop until ``stop`` is set: drain, wait for a wake-up or the interval, back off on errors."""
+        """Loop until ``stop`` is set: drain, wait for a wake-up or the interval; back off."""
         failures = 0
         while not stop.is_set():
             try:
@@ -135,8 +139,11 @@ class Relay:
     def wake(self) -> None:
         self._wake.set()
 
-    def start_thread(self, stop: threading.Event, *, name: str = "outbox-relay") -> threading.Thread:
-        self._thread = threading.Thread(target=self.run_forever, args=(stop,), name=name,
-                                        daemon=True)
+    def start_thread(
+        self, stop: threading.Event, *, name: str = "outbox-relay"
+    ) -> threading.Thread:
+        self._thread = threading.Thread(
+            target=self.run_forever, args=(stop,), name=name, daemon=True
+        )
         self._thread.start()
         return self._thread

@@ -19,7 +19,7 @@ _TOKEN_RE = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
 
 def is_valid_request_id(value: str | None) -> bool:
     """True for a non-empty value of at most 128 token characters."""
-    return bool(value) and len(value) <= MAX_LENGTH and bool(_TOKEN_RE.match(value))  # type: ignore[arg-type]
+    return value is not None and 0 < len(value) <= MAX_LENGTH and bool(_TOKEN_RE.match(value))
 
 
 def new_request_id() -> str:
@@ -34,7 +34,9 @@ class RequestIDMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         incoming = request.META.get(META_KEY)
-        request_id = incoming if is_valid_request_id(incoming) else new_request_id()
+        request_id = new_request_id()
+        if isinstance(incoming, str) and is_valid_request_id(incoming):
+            request_id = incoming
         request.request_id = request_id  # type: ignore[attr-defined]
         request.META[META_KEY] = request_id
         # user_id is reset too: the authentication class sets it for this request only.

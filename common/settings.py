@@ -100,8 +100,10 @@ def database(*, service: str) -> dict[str, Any]:
     """DATABASES['default'] from DATABASE_URL, else SQLite in the state folder."""
     url = env("DATABASE_URL")
     if url:
-        config = dj_database_url.parse(url, conn_max_age=env_int("DB_CONN_MAX_AGE", 60),
-                                       conn_health_checks=True)
+        parsed = dj_database_url.parse(
+            url, conn_max_age=env_int("DB_CONN_MAX_AGE", 60), conn_health_checks=True
+        )
+        config: dict[str, Any] = dict(parsed)
         test_name = env("TEST_DATABASE_NAME")
         if test_name:
             config["TEST"] = {"NAME": test_name}
@@ -109,8 +111,11 @@ def database(*, service: str) -> dict[str, Any]:
     return {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": str(state_dir() / f"{service}.sqlite3"),
-        "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE", "init_command":
-                    "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"},
+        "OPTIONS": {
+            "timeout": 20,
+            "transaction_mode": "IMMEDIATE",
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        },
     }
 
 

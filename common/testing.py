@@ -20,8 +20,10 @@ SERVER_VARS = {
 
 
 def servers_required() -> bool:
-    return (os.environ.get("TEST_REQUIRE_SERVERS", "").lower() == "true"
-            or os.environ.get("CI", "").lower() == "true")
+    return (
+        os.environ.get("TEST_REQUIRE_SERVERS", "").lower() == "true"
+        or os.environ.get("CI", "").lower() == "true"
+    )
 
 
 def server_url(kind: str) -> str:

@@ -1,1 +1,5 @@
 """The analysis service's Django project."""
+
+from analysis_project.celery import app as celery_app
+
+__all__ = ("celery_app",)

@@ -2,8 +2,51 @@
 
 from pathlib import Path
 
-from common.settings import defaults
+from common.events import ANALYSIS_DLQ, ANALYSIS_QUEUE
+from common.settings import celery_settings, defaults, env_int, env_list
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 globals().update(defaults(service="analysis", base_dir=BASE_DIR, project="analysis_project"))
+globals().update(celery_settings(service="analysis"))
+
+# The analytics admin: the analysis database holds its (session-authenticated) users. The API
+# stays on the gateway's signed user context (REST_FRAMEWORK defaults from common).
+INSTALLED_APPS = [
+    "analysis",  # first: its templates extend the admin's
+    "django.contrib.admin",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    *INSTALLED_APPS,  # type: ignore[name-defined]  # noqa: F821
+]
+MIDDLEWARE = [
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "common.request_id.RequestIDMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
+]
+TEMPLATES[0]["OPTIONS"]["context_processors"] = [  # type: ignore[name-defined]  # noqa: F821
+    "django.template.context_processors.request",
+    "django.contrib.auth.context_processors.auth",
+    "django.contrib.messages.context_processors.messages",
+]
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+SESSION_COOKIE_HTTPONLY = True
+HEALTH_CHECKS = [*HEALTH_CHECKS, "common.health.check_broker"]  # type: ignore[name-defined]  # noqa: F821
+
+# Worker: consume analysis.events only; the dead-letter queue is declared so RabbitMQ has
+# somewhere to put rejected messages (the worker does not consume it).
+CELERY_TASK_QUEUES = [ANALYSIS_QUEUE, ANALYSIS_DLQ]
+CELERY_TASK_DEFAULT_QUEUE = ANALYSIS_QUEUE.name
+CELERY_WORKER_CONSUMER = "analysis_project.worker:DeadLetteringConsumer"
+ANALYSIS_TASK_MAX_RETRIES = env_int("ANALYSIS_TASK_MAX_RETRIES", 5)
+ANALYSIS_TASK_RETRY_BACKOFF = env_int("ANALYSIS_TASK_RETRY_BACKOFF", 2)
+ANALYSIS_TASK_RETRY_BACKOFF_MAX = env_int("ANALYSIS_TASK_RETRY_BACKOFF_MAX", 60)
+ANALYSIS_WORKER_METRICS_PORT = env_int("ANALYSIS_WORKER_METRICS_PORT", 9101)

@@ -4,8 +4,16 @@ import ast
 from pathlib import Path
 
 COMMON = Path(__file__).resolve().parent.parent
-SERVICE_PACKAGES = {"gateway_project", "auth_project", "playlist_project", "analysis_project",
-                    "accounts", "proxy", "playlists", "analytics"}
+SERVICE_PACKAGES = {
+    "gateway_project",
+    "auth_project",
+    "playlist_project",
+    "analysis_project",
+    "accounts",
+    "proxy",
+    "playlists",
+    "analytics",
+}
 
 
 def test_common_imports_no_service_package():
@@ -18,8 +26,9 @@ def test_common_imports_no_service_package():
                 names = [alias.name for alias in node.names]
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
                 names = [node.module]
-            offenders += [f"{path.name}: {name}" for name in names
-                          if name.split(".")[0] in SERVICE_PACKAGES]
+            offenders += [
+                f"{path.name}: {name}" for name in names if name.split(".")[0] in SERVICE_PACKAGES
+            ]
     assert offenders == []
 
 

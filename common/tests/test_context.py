@@ -25,8 +25,10 @@ def test_sign_then_verify_round_trip():
 def test_non_ascii_username_stays_header_safe():
     signed = context.sign({"id": "1", "username": "José"}, secret=SECRET)
     assert signed["X-User"].isascii()
-    assert context.verify(signed["X-User"], signed["X-User-Signature"], secret=SECRET)[
-        "username"] == "José"
+    assert (
+        context.verify(signed["X-User"], signed["X-User-Signature"], secret=SECRET)["username"]
+        == "José"
+    )
 
 
 @pytest.mark.parametrize(

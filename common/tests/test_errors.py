@@ -28,8 +28,10 @@ def test_malformed_json_is_400_with_code():
 def test_unauthenticated_is_401_json():
     response = APIClient().get("/whoami")
     assert response.status_code == 401
-    assert response.json() == {"detail": "Authentication credentials were not provided.",
-                               "code": "not_authenticated"}
+    assert response.json() == {
+        "detail": "Authentication credentials were not provided.",
+        "code": "not_authenticated",
+    }
 
 
 def test_method_not_allowed_is_json():

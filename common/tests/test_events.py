@@ -8,10 +8,18 @@ from common import events
 
 
 def test_make_envelope_has_every_field():
-    envelope = events.make_envelope(events.PLAYLIST_CREATED, user_id=7, data={"playlist_id": "p"},
-                                    request_id="r1")
-    assert set(envelope) == {"event_id", "type", "version", "occurred_at", "user_id",
-                             "request_id", "data"}
+    envelope = events.make_envelope(
+        events.PLAYLIST_CREATED, user_id=7, data={"playlist_id": "p"}, request_id="r1"
+    )
+    assert set(envelope) == {
+        "event_id",
+        "type",
+        "version",
+        "occurred_at",
+        "user_id",
+        "request_id",
+        "data",
+    }
     assert envelope["user_id"] == "7"
     uuid.UUID(envelope["event_id"])
     assert events.parse_occurred_at(envelope["occurred_at"]).utcoffset().total_seconds() == 0

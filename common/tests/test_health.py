@@ -21,8 +21,9 @@ def failing_check():
     raise ConnectionError("connection refused")
 
 
-@override_settings(HEALTH_CHECKS=["common.health.check_cache",
-                                  "common.tests.test_health.failing_check"])
+@override_settings(
+    HEALTH_CHECKS=["common.health.check_cache", "common.tests.test_health.failing_check"]
+)
 def test_readyz_503_names_the_failing_dependency():
     response = Client().get("/readyz")
     assert response.status_code == 503

@@ -68,8 +68,10 @@ def amqp_url():
 
 
 def envelopes(n, event_type=events.PLAYLIST_CREATED):
-    return [events.make_envelope(event_type, user_id=f"u{i}", data={"i": i}, request_id=f"r{i}")
-            for i in range(n)]
+    return [
+        events.make_envelope(event_type, user_id=f"u{i}", data={"i": i}, request_id=f"r{i}")
+        for i in range(n)
+    ]
 
 
 def test_relay_publishes_every_event_as_a_named_task(amqp_url):
@@ -98,8 +100,11 @@ def test_broker_down_keeps_events_until_it_is_back(amqp_url):
     written = envelopes(3)
     store = MemoryStore(written)
     failures = []
-    down = Relay(app=make_app("amqp://guest:guest@127.0.0.1:1//"), store=store,
-                 on_failed=lambda env, exc: failures.append(env["event_id"]))
+    down = Relay(
+        app=make_app("amqp://guest:guest@127.0.0.1:1//"),
+        store=store,
+        on_failed=lambda env, exc: failures.append(env["event_id"]),
+    )
     assert down.run_once() == (0, "failed")
     assert len(store.items) == 3
     assert failures == [written[0]["event_id"]]
@@ -107,7 +112,8 @@ def test_broker_down_keeps_events_until_it_is_back(amqp_url):
     # The broker is reachable again (the real one): every event goes out, once.
     assert Relay(app=make_app(amqp_url), store=store).run_once() == (3, "drained")
     assert [b[0][0]["event_id"] for _, b in drain(amqp_url, events.ANALYSIS_QUEUE)] == [
-        e["event_id"] for e in written]
+        e["event_id"] for e in written
+    ]
 
 
 def test_submit_from_a_request_returns_at_once_and_thread_publishes(amqp_url):

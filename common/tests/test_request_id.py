@@ -24,7 +24,7 @@ def test_missing_id_is_generated():
 
 @pytest.mark.parametrize(
     "bad",
-    ["x" * (MAX_LENGTH + 1), "has space", "new\nline", "quote\"d", "semi;colon", "é"],
+    ["x" * (MAX_LENGTH + 1), "has space", "new\nline", 'quote"d', "semi;colon", "é"],
 )
 def test_insane_id_is_replaced(bad):
     response = APIClient().get("/whoami", HTTP_X_REQUEST_ID=bad, **headers_for())

@@ -13,8 +13,13 @@ logger = logging.getLogger("common.tests")
 class WhoAmI(APIView):
     def get(self, request):
         logger.info("whoami called")
-        return Response({"id": request.user.id, "username": request.user.username,
-                         "request_id": request.request_id})
+        return Response(
+            {
+                "id": request.user.id,
+                "username": request.user.username,
+                "request_id": request.request_id,
+            }
+        )
 
 
 class EchoSerializer(serializers.Serializer):

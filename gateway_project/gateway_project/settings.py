@@ -2,8 +2,71 @@
 
 from pathlib import Path
 
-from common.settings import defaults
+from corsheaders.defaults import default_headers
+
+from common.settings import defaults, env, env_float, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 globals().update(defaults(service="gateway", base_dir=BASE_DIR, project="gateway_project"))
+
+INSTALLED_APPS += ["corsheaders", "proxy"]  # type: ignore[name-defined]  # noqa: F821
+# CORS answers (and preflights) come before anything that could refuse the request.
+MIDDLEWARE.insert(  # type: ignore[name-defined]  # noqa: F821
+    MIDDLEWARE.index("common.request_id.RequestIDMiddleware"),  # type: ignore[name-defined]  # noqa: F821
+    "corsheaders.middleware.CorsMiddleware",
+)
+CORS_ALLOWED_ORIGINS = env_list("CORS_ALLOWED_ORIGINS", [])
+CORS_ALLOW_HEADERS = (*default_headers, "x-request-id")
+CORS_EXPOSE_HEADERS = ["X-Request-ID", "Retry-After", "Location"]
+
+# The gateway keeps no data of its own: ready means its cache (revocations, rate limits) answers.
+# A dead upstream must not make the gateway unready (its breaker answers 503 instead).
+HEALTH_CHECKS = ["common.health.check_cache"]
+
+REDIS_URL = env("REDIS_URL")
+CACHE_KEY_PREFIX = env_str("CACHE_KEY_PREFIX", "ms")
+MAX_BODY_BYTES = env_int("MAX_BODY_BYTES", 1024 * 1024)
+
+
+def _upstream(name: str, default_port: int) -> dict[str, object]:
+    upper = name.upper()
+    return {
+        "url": env_str(f"{upper}_SERVICE_URL", f"http://127.0.0.1:{default_port}"),
+        "connect_timeout": env_float(
+            f"UPSTREAM_{upper}_CONNECT_TIMEOUT", env_float("UPSTREAM_CONNECT_TIMEOUT", 2.0)
+        ),
+        "read_timeout": env_float(
+            f"UPSTREAM_{upper}_READ_TIMEOUT", env_float("UPSTREAM_READ_TIMEOUT", 10.0)
+        ),
+    }
+
+
+UPSTREAMS = {
+    "auth": _upstream("auth", 3002),
+    "playlist": _upstream("playlist", 3003),
+    "analysis": _upstream("analysis", 3001),
+}
+# Connections kept alive per upstream and worker: at least the worker's thread count.
+UPSTREAM_POOL_SIZE = env_int("UPSTREAM_POOL_SIZE", max(10, env_int("GUNICORN_THREADS", 4)))
+BREAKER_FAIL_MAX = env_int("BREAKER_FAIL_MAX", 5)
+BREAKER_RESET_TIMEOUT = env_float("BREAKER_RESET_TIMEOUT", 30.0)
+BREAKER_REDIS_TIMEOUT = env_float("BREAKER_REDIS_TIMEOUT", 0.5)
+
+JWT_ISSUER = env_str("JWT_ISSUER", "musicstream-auth")
+JWT_AUDIENCE = env_str("JWT_AUDIENCE", "musicstream")
+JWT_LEEWAY_SECONDS = env_int("JWT_LEEWAY_SECONDS", 0)
+JWKS_URL = env_str("JWKS_URL", f"{UPSTREAMS['auth']['url']}/api/auth/.well-known/jwks.json")
+JWKS_CACHE_SECONDS = env_float("JWKS_CACHE_SECONDS", 3600.0)
+JWKS_MIN_REFRESH_SECONDS = env_float("JWKS_MIN_REFRESH_SECONDS", 30.0)
+
+GATEWAY_ANON_RATE = env_str("GATEWAY_ANON_RATE", "120/min")
+GATEWAY_USER_RATE = env_str("GATEWAY_USER_RATE", "600/min")
+REST_FRAMEWORK.update(  # type: ignore[name-defined]  # noqa: F821
+    {
+        "DEFAULT_AUTHENTICATION_CLASSES": ["proxy.authentication.GatewayJWTAuthentication"],
+        # Client IP for anonymous throttling: REMOTE_ADDR unless this many trusted proxies
+        # stand in front of the gateway (then the matching X-Forwarded-For entry).
+        "NUM_PROXIES": env_int("GATEWAY_NUM_PROXIES", 0),
+    }
+)

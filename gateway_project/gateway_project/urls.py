@@ -1,9 +1,10 @@
-"""URLs of the gateway service."""
+"""URLs of the gateway service: operations, then the proxied public API."""
 
 from django.urls import include, path
 
 urlpatterns = [
     path("", include("common.urls")),
+    path("", include("proxy.urls")),
 ]
 
 handler400 = "common.errors.json_400"

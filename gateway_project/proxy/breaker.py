@@ -24,6 +24,7 @@ Design decisions:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import threading
@@ -95,13 +96,15 @@ class RedisStorage(pybreaker.CircuitRedisStorage):
         now = time.monotonic()
         if now - self._last_warning > _REDIS_WARN_EVERY:
             self._last_warning = now
-            logger.warning("breaker storage %s unreachable, acting closed: %s",
-                           self._namespace_name, exc)
+            logger.warning(
+                "breaker storage %s unreachable, acting closed: %s", self._namespace_name, exc
+            )
 
     def snapshot(self) -> tuple[str, int]:
         try:
-            state, counter = self._redis.mget(self._namespace("state"),
-                                              self._namespace("fail_counter"))
+            state, counter = self._redis.mget(
+                self._namespace("state"), self._namespace("fail_counter")
+            )
         except RedisError as exc:
             self._warn(exc)
             return self._fallback_circuit_state, 0
@@ -112,8 +115,9 @@ class RedisStorage(pybreaker.CircuitRedisStorage):
 
     def keys(self) -> list[str]:
         """Every key this storage may write (tests clean them up)."""
-        return [self._namespace(k) for k in ("state", "fail_counter", "success_counter",
-                                              "opened_at")]
+        return [
+            self._namespace(k) for k in ("state", "fail_counter", "success_counter", "opened_at")
+        ]
 
 
 class _MemoryProbeLock:
@@ -139,29 +143,36 @@ class _RedisProbeLock:
             return True
 
     def release(self) -> None:
-        try:
+        # Expired (probe slower than its ttl) or Redis gone: nothing left to free.
+        with contextlib.suppress(LockError, RedisError):
             self._lock.release()
-        except (LockError, RedisError):
-            pass  # expired (probe slower than its ttl) or Redis gone: nothing to free
 
 
 class MetricsListener(pybreaker.CircuitBreakerListener):
     """Logs every transition at WARNING, counts it and updates the state gauge."""
 
-    def state_change(self, cb: pybreaker.CircuitBreaker,
-                     old_state: pybreaker.CircuitBreakerState | None,
-                     new_state: pybreaker.CircuitBreakerState) -> None:
+    def state_change(
+        self,
+        cb: pybreaker.CircuitBreaker,
+        old_state: pybreaker.CircuitBreakerState | None,
+        new_state: pybreaker.CircuitBreakerState,
+    ) -> None:
         old = old_state.name if old_state is not None else "none"
         new = new_state.name
         if old == new:
             return
         upstream = cb.name or "unknown"
-        logger.warning("circuit breaker %s: %s -> %s", upstream, old, new,
-                       extra={"upstream": upstream, "from_state": old, "to_state": new})
-        metrics.breaker_transitions.labels(upstream=upstream, from_state=old,
-                                           to_state=new).inc()
+        logger.warning(
+            "circuit breaker %s: %s -> %s",
+            upstream,
+            old,
+            new,
+            extra={"upstream": upstream, "from_state": old, "to_state": new},
+        )
+        metrics.breaker_transitions.labels(upstream=upstream, from_state=old, to_state=new).inc()
         metrics.breaker_state.labels(upstream=upstream).set(
-            metrics.BREAKER_STATE_VALUES.get(new, 0))
+            metrics.BREAKER_STATE_VALUES.get(new, 0)
+        )
 
 
 class UpstreamBreaker(pybreaker.CircuitBreaker):
@@ -172,22 +183,33 @@ class UpstreamBreaker(pybreaker.CircuitBreaker):
     raise ``UpstreamServerError`` for a 5xx answer so that it counts as a failure.
     """
 
-    def __init__(self, *, name: str, fail_max: int, reset_timeout: float,
-                 redis: Redis | None = None, namespace: str | None = None,
-                 probe_ttl: float = 30.0) -> None:
+    def __init__(
+        self,
+        *,
+        name: str,
+        fail_max: int,
+        reset_timeout: float,
+        redis: Redis | None = None,
+        namespace: str | None = None,
+        probe_ttl: float = 30.0,
+    ) -> None:
         storage: MemoryStorage | RedisStorage
         if redis is not None:
             storage = RedisStorage(CLOSED, redis, namespace=namespace)
             key = f"{namespace}:pybreaker:probe"
-            self._new_probe_lock: Callable[[], Any] = lambda: _RedisProbeLock(
-                redis, key, probe_ttl)
+            self._new_probe_lock: Callable[[], Any] = lambda: _RedisProbeLock(redis, key, probe_ttl)
         else:
             storage = MemoryStorage(CLOSED)
             lock = threading.Lock()
             self._new_probe_lock = lambda: _MemoryProbeLock(lock)
-        super().__init__(fail_max=fail_max, reset_timeout=reset_timeout, name=name,
-                         state_storage=storage, listeners=[MetricsListener()],
-                         throw_new_error_on_trip=False)
+        super().__init__(
+            fail_max=fail_max,
+            reset_timeout=reset_timeout,
+            name=name,
+            state_storage=storage,
+            listeners=[MetricsListener()],
+            throw_new_error_on_trip=False,
+        )
         self.storage = storage
         self._gauge = metrics.breaker_state.labels(upstream=name)
         self._gauge_value = -1
@@ -234,8 +256,7 @@ class UpstreamBreaker(pybreaker.CircuitBreaker):
                 raise BreakerOpenError("circuit open", retry_after=math.ceil(remaining))
         return self._probe(func, *args, **kwargs)
 
-    def _call_closed(self, failures: int, func: Callable[..., T], *args: Any,
-                     **kwargs: Any) -> T:
+    def _call_closed(self, failures: int, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         try:
             result = func(*args, **kwargs)
         except BaseException as exc:

@@ -18,8 +18,14 @@ from requests.adapters import HTTPAdapter
 
 from proxy.breaker import UpstreamBreaker
 
-_RESET_ON = {"UPSTREAMS", "REDIS_URL", "CACHE_KEY_PREFIX", "BREAKER_FAIL_MAX",
-             "BREAKER_RESET_TIMEOUT", "UPSTREAM_POOL_SIZE"}
+_RESET_ON = {
+    "UPSTREAMS",
+    "REDIS_URL",
+    "CACHE_KEY_PREFIX",
+    "BREAKER_FAIL_MAX",
+    "BREAKER_RESET_TIMEOUT",
+    "UPSTREAM_POOL_SIZE",
+}
 
 
 @dataclass(frozen=True)
@@ -37,8 +43,9 @@ def _session(pool_size: int) -> requests.Session:
     session = requests.Session()
     # No proxies, .netrc or CA bundle lookups from the environment on every request.
     session.trust_env = False
-    adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0,
-                          pool_block=False)
+    adapter = HTTPAdapter(
+        pool_connections=1, pool_maxsize=pool_size, max_retries=0, pool_block=False
+    )
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session
@@ -59,9 +66,14 @@ def build_breaker(name: str, *, probe_ttl: float) -> UpstreamBreaker:
             socket_timeout=settings.BREAKER_REDIS_TIMEOUT,
             health_check_interval=30,
         )
-    return UpstreamBreaker(name=name, fail_max=settings.BREAKER_FAIL_MAX,
-                           reset_timeout=settings.BREAKER_RESET_TIMEOUT, redis=client,
-                           namespace=breaker_namespace(name), probe_ttl=probe_ttl)
+    return UpstreamBreaker(
+        name=name,
+        fail_max=settings.BREAKER_FAIL_MAX,
+        reset_timeout=settings.BREAKER_RESET_TIMEOUT,
+        redis=client,
+        namespace=breaker_namespace(name),
+        probe_ttl=probe_ttl,
+    )
 
 
 def _build() -> dict[str, Upstream]:

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from common.events import PLAYLIST_DLQ, PLAYLIST_QUEUE
+from common.events import PLAYLIST_QUEUE
 from common.settings import (
     celery_settings,
     defaults,
@@ -44,7 +44,7 @@ PLAYLIST_RELAY_BATCH_SIZE = env_int("PLAYLIST_RELAY_BATCH_SIZE", 100)
 PLAYLIST_RELAY_METRICS_PORT = env_int("PLAYLIST_RELAY_METRICS_PORT", 0)
 
 # The UserDeleted consumer (Celery worker `-Q playlist.events`) knows its queue and the DLQ.
-CELERY_TASK_QUEUES = [PLAYLIST_QUEUE, PLAYLIST_DLQ]
+CELERY_TASK_QUEUES = [PLAYLIST_QUEUE]
 CELERY_TASK_DEFAULT_QUEUE = PLAYLIST_QUEUE.name
 
 HEALTH_CHECKS = [

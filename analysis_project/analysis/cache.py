@@ -1,0 +1,67 @@
+"""Cache-aside reads of the analysis API and the keys an event invalidates.
+
+Reads go to the cache first and to the database on a miss; when the cache itself fails
+(Redis down) they go to the database and count a ``fallback``, never a 500. The worker deletes
+the keys a change touches right after its transaction commits.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from typing import TypeVar
+from urllib.parse import quote
+
+from django.core.cache import cache
+from django_redis.exceptions import ConnectionInterrupted
+from redis.exceptions import RedisError
+
+from analysis import metrics
+
+logger = logging.getLogger(__name__)
+
+# What a failing cache raises: django-redis wraps most redis errors in ConnectionInterrupted.
+CACHE_ERRORS: tuple[type[BaseException], ...] = (ConnectionInterrupted, RedisError, OSError)
+
+KEY_VERSION = "v1"
+GLOBAL_GENRES_KEY = f"analysis:{KEY_VERSION}:genres:global"
+
+T = TypeVar("T")
+
+
+def _user(user_id: str) -> str:
+    # Any string may be a user id; the quoted form is a safe key for every cache backend.
+    return quote(user_id, safe="")
+
+
+def summary_key(user_id: str) -> str:
+    return f"analysis:{KEY_VERSION}:summary:{_user(user_id)}"
+
+
+def user_genres_key(user_id: str) -> str:
+    return f"analysis:{KEY_VERSION}:genres:user:{_user(user_id)}"
+
+
+def cache_read_through(*, key: str, load: Callable[[], T]) -> T:
+    """The cached value of ``key``, else ``load()`` (stored for the configured TTL)."""
+    try:
+        value = cache.get(key)
+    except CACHE_ERRORS as exc:
+        metrics.cache_requests.labels(result=metrics.FALLBACK).inc()
+        logger.warning("cache unavailable, reading from the database: %s", exc)
+        return load()
+    if value is not None:
+        metrics.cache_requests.labels(result=metrics.HIT).inc()
+        return value  # type: ignore[no-any-return]
+    metrics.cache_requests.labels(result=metrics.MISS).inc()
+    value = load()
+    try:
+        cache.set(key, value)
+    except CACHE_ERRORS as exc:
+        logger.warning("cache unavailable, value not stored: %s", exc)
+    return value
+
+
+def cache_invalidate(*, keys: Iterable[str]) -> None:
+    """Delete ``keys``; raises when the cache is unreachable (the worker retries)."""
+    cache.delete_many(list(keys))

@@ -1,0 +1,1 @@
+"""Users, tokens and the UserDeleted outbox of the auth service."""

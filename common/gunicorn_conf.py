@@ -1,0 +1,37 @@
+"""gunicorn settings shared by every service (`gunicorn -c common/gunicorn_conf.py ...`).
+
+Threaded workers (gthread) with keep-alive; counts from the environment. When
+PROMETHEUS_MULTIPROC_DIR is set, metrics are summed over all worker processes
+(prometheus_client multiprocess mode): the folder is emptied at start and a dead
+worker's live gauges are dropped.
+"""
+
+import os
+from pathlib import Path
+
+bind = f"{os.environ.get('BIND_HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"  # noqa: S104
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+worker_class = "gthread"
+keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "5"))
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
+graceful_timeout = 5
+accesslog = None  # each service logs its own requests (JSON, with request ids)
+errorlog = "-"
+worker_tmp_dir = "/dev/shm" if Path("/dev/shm").is_dir() else None  # noqa: S108
+
+
+def on_starting(server):
+    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if folder:
+        path = Path(folder)
+        path.mkdir(parents=True, exist_ok=True)
+        for stale in path.glob("*.db"):
+            stale.unlink()
+
+
+def child_exit(server, worker):
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)

@@ -1,0 +1,119 @@
+"""The end-to-end suite: the whole platform as real processes, started by manage_all's launcher.
+
+The services run exactly as `python manage_all.py up` runs them (same Platform class, same
+process table), on free ports, against this test run's own slices of the real servers:
+two PostgreSQL databases, a RabbitMQ vhost, a Redis key prefix.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+import requests
+
+from common.testing import run_id, server_url
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import manage_all  # noqa: E402
+
+ARTIFACTS = ROOT / "artifacts" / "e2e"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class RunningPlatform:
+    def __init__(self, platform: manage_all.Platform, ports: dict[str, int], env: dict[str, str]):
+        self.platform = platform
+        self.ports = ports
+        self.env = env
+        self.gateway = f"http://127.0.0.1:{ports['gateway']}"
+
+    def url(self, service: str, path: str) -> str:
+        return f"http://127.0.0.1:{self.ports[service]}{path}"
+
+
+def _admin_connection(pg_url: str) -> psycopg.Connection:
+    return psycopg.connect(pg_url, autocommit=True)
+
+
+@pytest.fixture(scope="session")
+def platform():
+    pg = server_url("postgres")
+    redis = server_url("redis")
+    amqp = server_url("amqp")
+    suffix = f"{run_id()}_{uuid.uuid4().hex[:4]}"
+    databases = {name: f"ms_e2e_{name}_{suffix}" for name in ("auth", "analysis")}
+    with _admin_connection(pg) as conn:
+        for name in databases.values():
+            conn.execute(f'CREATE DATABASE "{name}"')
+    base = pg.rsplit("/", 1)[0]
+    ports = {name: free_port() for name in (*manage_all.SERVICES, "flower")}
+    state = Path(os.environ["STATE_DIR"]) / f"e2e-{suffix}"
+    overrides = {
+        "STATE_DIR": str(state),
+        "DEBUG": "false",
+        "LOG_FORMAT": "json",
+        "LOG_LEVEL": "INFO",
+        "AUTH_DATABASE_URL": f"{base}/{databases['auth']}",
+        "ANALYSIS_DATABASE_URL": f"{base}/{databases['analysis']}",
+        "REDIS_URL": redis,
+        "CELERY_BROKER_URL": amqp,
+        "WEB_CONCURRENCY": "1",
+        "GUNICORN_THREADS": "4",
+        "FLOWER_PORT": str(ports["flower"]),
+        **{f"{name.upper()}_PORT": str(port) for name, port in ports.items()},
+    }
+    state.mkdir(parents=True, exist_ok=True)
+    manage_all.prepare(overrides)
+    specs = manage_all.platform_specs(overrides)
+    running = manage_all.Platform(specs, echo=False, log_dir=ARTIFACTS / "logs" / suffix)
+    running.start()
+    try:
+        running.wait_healthy(timeout=120)
+        yield RunningPlatform(running, ports, overrides)
+    finally:
+        running.stop()
+        with _admin_connection(pg) as conn:
+            for name in databases.values():
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def api(platform):
+    session = requests.Session()
+    session.headers["Accept"] = "application/json"
+    yield session
+    session.close()
+
+
+@pytest.fixture
+def user(platform, api):
+    """A freshly registered user: (username, password, token, refresh)."""
+    username = f"e2e_{uuid.uuid4().hex[:10]}"
+    password = "correct horse battery staple 42"
+    response = api.post(
+        f"{platform.gateway}/api/auth/register",
+        json={"username": username, "password": password},
+        timeout=10,
+    )
+    assert response.status_code == 201, response.text
+    body = response.json()
+    return {
+        "username": username,
+        "password": password,
+        "token": body["token"],
+        "refresh": body["refresh"],
+        "id": str(body["user"]["id"]),
+    }

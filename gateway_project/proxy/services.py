@@ -1,0 +1,228 @@
+"""Proxying one request to an upstream: headers in, breaker, timeouts, answer out."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+import urllib3
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+
+from common.context import sign
+from proxy import metrics, upstreams
+from proxy.breaker import BreakerOpenError, UpstreamServerError
+from proxy.exceptions import (
+    PayloadTooLarge,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+    UpstreamUnreachable,
+)
+
+logger = logging.getLogger(__name__)
+
+# RFC 9110 section 7.6.1 plus the de-facto ones; never forwarded in either direction.
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+# Request headers the gateway sets itself (client values are dropped, never trusted).
+_REQUEST_DROP = HOP_BY_HOP | {
+    "host",
+    "content-length",
+    "x-user",
+    "x-user-signature",
+    "x-request-id",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+}
+# Response headers the gateway's own server/middleware produce.
+_RESPONSE_DROP = HOP_BY_HOP | {"content-length", "date", "server", "x-request-id"}
+_READ_CHUNK = 64 * 1024
+
+
+@dataclass(frozen=True)
+class UpstreamAnswer:
+    """An upstream's answer, body still encoded exactly as sent."""
+
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+
+def _connection_tokens(value: str | None) -> set[str]:
+    return {token.strip().lower() for token in (value or "").split(",") if token.strip()}
+
+
+def request_body_read(*, request: HttpRequest, limit: int) -> bytes:
+    """The request body, never reading more than ``limit`` + 1 bytes; 413 beyond ``limit``."""
+    raw_length = request.META.get("CONTENT_LENGTH")
+    if raw_length:
+        try:
+            length = int(raw_length)
+        except ValueError:
+            length = 0
+        if length > limit:
+            raise PayloadTooLarge()
+        stream: Any = request
+    elif "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower():
+        # Django ignores bodies without Content-Length; the server has de-chunked wsgi.input.
+        stream = request.META["wsgi.input"]
+    else:
+        return b""
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        chunk = stream.read(min(_READ_CHUNK, limit + 1 - size))
+        if not chunk:
+            break
+        parts.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge()
+    return b"".join(parts)
+
+
+def request_headers_build(*, request: HttpRequest, user: dict[str, str] | None) -> dict[str, str]:
+    """End-to-end client headers plus the gateway's own: user context, request id, X-Forwarded-*."""
+    meta = request.META
+    drop = _REQUEST_DROP | _connection_tokens(meta.get("HTTP_CONNECTION"))
+    headers: dict[str, str] = {}
+    for key, value in meta.items():
+        if key.startswith("HTTP_"):
+            name = key[5:].replace("_", "-").lower()
+        elif key == "CONTENT_TYPE":
+            name = "content-type"
+        else:
+            continue
+        if name not in drop and value:
+            headers[name] = value
+    headers["X-Request-ID"] = request.request_id  # type: ignore[attr-defined]
+    remote = meta.get("REMOTE_ADDR", "")
+    prior = meta.get("HTTP_X_FORWARDED_FOR")
+    headers["X-Forwarded-For"] = f"{prior}, {remote}" if prior else remote
+    headers["X-Forwarded-Proto"] = request.scheme or "http"
+    headers["X-Forwarded-Host"] = request.get_host()
+    if user is not None:
+        headers.update(sign(user, secret=settings.INTERNAL_SECRET))
+    return headers
+
+
+def _send(
+    upstream: upstreams.Upstream, method: str, url: str, headers: Mapping[str, str], body: bytes
+) -> UpstreamAnswer:
+    response = upstream.session.request(
+        method,
+        url,
+        headers=headers,
+        data=body or None,
+        timeout=upstream.timeout,
+        allow_redirects=False,
+        stream=True,
+    )
+    try:
+        # Raw bytes: a gzip body stays gzip, matching the Content-Encoding passed through.
+        content = response.raw.read(decode_content=False)
+    except urllib3.exceptions.ReadTimeoutError as exc:
+        response.close()
+        raise requests.ReadTimeout(exc) from exc
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        response.close()
+        raise requests.ConnectionError(exc) from exc
+    answer = UpstreamAnswer(
+        status=response.status_code, headers=list(response.raw.headers.items()), body=content
+    )
+    if answer.status >= 500:
+        raise UpstreamServerError(answer)
+    return answer
+
+
+def proxy_forward(
+    *, upstream_name: str, method: str, path: str, headers: Mapping[str, str], body: bytes
+) -> UpstreamAnswer:
+    """Send one request through the upstream's breaker; the answer whatever its status.
+
+    Raises ``UpstreamUnavailable`` (503, breaker open), ``UpstreamTimeout`` (504) or
+    ``UpstreamUnreachable`` (502). A 5xx answer is returned (and counted as a breaker failure).
+    """
+    upstream = upstreams.get(upstream_name)
+    url = upstream.base_url + path
+    started = time.perf_counter()
+    status = "error"
+    try:
+        answer = upstream.breaker.call(_send, upstream, method, url, headers, body)
+        status = str(answer.status)
+        return answer
+    except UpstreamServerError as exc:
+        answer = exc.response
+        status = str(answer.status)
+        return answer
+    except BreakerOpenError as exc:
+        status = "breaker_open"
+        metrics.rejected_requests.labels(reason="breaker_open").inc()
+        raise UpstreamUnavailable(wait=exc.retry_after) from exc
+    except requests.Timeout as exc:
+        status = "timeout"
+        raise UpstreamTimeout() from exc
+    except requests.ConnectionError as exc:
+        status = "connection_error"
+        raise UpstreamUnreachable() from exc
+    finally:
+        duration = time.perf_counter() - started
+        if status != "breaker_open":
+            metrics.upstream_requests.labels(upstream=upstream_name, status=status).inc()
+            metrics.upstream_duration.labels(upstream=upstream_name).observe(duration)
+        log_path = path.split("?", 1)[0]
+        logger.info(
+            "%s %s -> %s %s %.1fms",
+            method,
+            log_path,
+            upstream_name,
+            status,
+            duration * 1000,
+            extra={
+                "method": method,
+                "path": log_path,
+                "upstream": upstream_name,
+                "status": status,
+                "duration_ms": round(duration * 1000, 1),
+            },
+        )
+
+
+def response_build(*, answer: UpstreamAnswer) -> HttpResponse:
+    """A Django response carrying the upstream answer unchanged (end-to-end headers only)."""
+    response = HttpResponse(answer.body, status=answer.status)
+    del response["Content-Type"]
+    drop = _RESPONSE_DROP | _connection_tokens(
+        next((v for k, v in answer.headers if k.lower() == "connection"), None)
+    )
+    merged: dict[str, list[str]] = {}
+    names: dict[str, str] = {}
+    for name, value in answer.headers:
+        lowered = name.lower()
+        if lowered in drop:
+            continue
+        if lowered == "set-cookie":
+            response.cookies.load(value)
+            continue
+        merged.setdefault(lowered, []).append(value)
+        names.setdefault(lowered, name)
+    for lowered, values in merged.items():
+        response[names[lowered]] = ", ".join(values)
+    return response

@@ -1,0 +1,185 @@
+"""Access-token checks at the gateway: RS256 signature (auth's JWKS), claims, revocation.
+
+Revocation design: logging out (``POST /api/auth/logout``) or deleting the account
+(``DELETE /api/auth/me``) must make the caller's access token stop working at once, although
+access tokens are stateless JWTs. When the gateway proxies one of those requests and the auth
+service answers 2xx, the gateway writes the token's ``jti`` into the Django cache (Redis when
+``REDIS_URL`` is set, so every gateway worker and replica sees it) with a lifetime equal to the
+token's remaining validity; after ``exp`` the signature check refuses the token anyway, so the
+list never grows beyond the tokens still alive. Every token check looks the ``jti`` up (one cache
+read). If the cache does not answer, the check fails closed (503): a logged-out token must never
+work again because Redis blinked. The refresh token is blacklisted by the auth service itself
+(simplejwt), so a revoked session cannot mint new access tokens either. Only the presented
+access token is revoked; other devices' access tokens of the same user expire on their own
+within the access lifetime (15 min by default).
+
+JWKS: fetched from ``JWKS_URL`` on first use, kept for ``JWKS_CACHE_SECONDS`` (a stale set is
+kept when a refresh fails), refreshed at once for an unknown ``kid`` but at most once every
+``JWKS_MIN_REFRESH_SECONDS`` per process, so tokens with random ``kid`` values cannot hammer
+the auth service.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import jwt
+import requests
+from django.conf import settings
+from django.core.cache import cache
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+from proxy import metrics
+from proxy.exceptions import TOKEN_REVOKED, InvalidToken, KeysUnavailable, RevocationUnavailable
+
+logger = logging.getLogger(__name__)
+
+ALGORITHM = "RS256"
+ACCESS = "access"
+REQUIRED_CLAIMS = ["exp", "iat", "iss", "aud", "jti", "token_type", "user_id"]
+REVOKED_KEY = "gateway:revoked:{jti}"
+
+
+class KeySet:
+    """The auth service's public keys by ``kid``, fetched and refreshed as described above."""
+
+    def __init__(
+        self, *, url: str, timeout: tuple[float, float], ttl: float, min_refresh: float
+    ) -> None:
+        self.url = url
+        self.timeout = timeout
+        self.ttl = ttl
+        self.min_refresh = min_refresh
+        self._keys: dict[str | None, Any] = {}
+        self._fetched_at = 0.0
+        self._attempted_at = -float("inf")
+        self._lock = threading.Lock()
+        self.fetches = 0
+
+    def _fetch(self) -> None:
+        self._attempted_at = time.monotonic()
+        self.fetches += 1
+        try:
+            response = requests.get(self.url, timeout=self.timeout)
+            response.raise_for_status()
+            keyset = jwt.PyJWKSet.from_dict(response.json())
+        except (requests.RequestException, ValueError, jwt.PyJWKSetError) as exc:
+            logger.warning("fetching JWKS from %s failed: %s", self.url, exc)
+            return
+        keys: dict[str | None, Any] = {}
+        for key in keyset.keys:
+            if key.key_type == "RSA" and key.public_key_use in (None, "sig"):
+                keys[key.key_id] = key.key
+        self._keys = keys
+        self._fetched_at = time.monotonic()
+        logger.info("JWKS loaded from %s: %d key(s)", self.url, len(keys))
+
+    def _refresh(self, *, force: bool) -> None:
+        with self._lock:
+            now = time.monotonic()
+            if now - self._attempted_at < self.min_refresh:
+                return  # someone just fetched (or failed to): don't hammer auth
+            if not force and self._keys and now - self._fetched_at < self.ttl:
+                return
+            self._fetch()
+
+    def get(self, kid: str | None) -> Any:
+        """The public key for ``kid``; ``InvalidToken`` when auth does not know it."""
+        if not self._keys or time.monotonic() - self._fetched_at >= self.ttl:
+            self._refresh(force=False)
+        key = self._lookup(kid)
+        if key is None and self._keys:
+            self._refresh(force=True)
+            key = self._lookup(kid)
+        if key is None:
+            if not self._keys:
+                raise KeysUnavailable()
+            raise InvalidToken()
+        return key
+
+    def _lookup(self, kid: str | None) -> Any:
+        keys = self._keys
+        if kid is None and len(keys) == 1:
+            return next(iter(keys.values()))
+        return keys.get(kid)
+
+
+_keyset_lock = threading.Lock()
+_keyset: KeySet | None = None
+
+
+def keyset() -> KeySet:
+    """The process-wide ``KeySet`` built from settings."""
+    global _keyset
+    if _keyset is None:
+        with _keyset_lock:
+            if _keyset is None:
+                auth = settings.UPSTREAMS["auth"]
+                _keyset = KeySet(
+                    url=settings.JWKS_URL,
+                    timeout=(float(auth["connect_timeout"]), float(auth["read_timeout"])),
+                    ttl=settings.JWKS_CACHE_SECONDS,
+                    min_refresh=settings.JWKS_MIN_REFRESH_SECONDS,
+                )
+    return _keyset
+
+
+@receiver(setting_changed)
+def _on_setting_changed(*, setting: str, **kwargs: object) -> None:
+    global _keyset
+    if setting in ("JWKS_URL", "UPSTREAMS", "JWKS_CACHE_SECONDS", "JWKS_MIN_REFRESH_SECONDS"):
+        _keyset = None
+
+
+def token_claims_get(*, token: str) -> dict[str, Any]:
+    """The verified claims of an access token; ``InvalidToken`` (401) for anything else."""
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.PyJWTError as exc:
+        raise InvalidToken() from exc
+    # Only RS256: refuses "none" and HS256-signed-with-the-public-key before touching keys.
+    if header.get("alg") != ALGORITHM:
+        raise InvalidToken()
+    kid = header.get("kid")
+    if kid is not None and not isinstance(kid, str):
+        raise InvalidToken()
+    key = keyset().get(kid)
+    try:
+        claims: dict[str, Any] = jwt.decode(
+            token,
+            key,
+            algorithms=[ALGORITHM],
+            audience=settings.JWT_AUDIENCE,
+            issuer=settings.JWT_ISSUER,
+            leeway=settings.JWT_LEEWAY_SECONDS,
+            options={"require": REQUIRED_CLAIMS},
+        )
+    except jwt.PyJWTError as exc:
+        raise InvalidToken() from exc
+    if claims.get("token_type") != ACCESS:
+        raise InvalidToken()
+    if not isinstance(claims.get("jti"), str) or not claims.get("user_id"):
+        raise InvalidToken()
+    if token_is_revoked(jti=claims["jti"]):
+        metrics.revoked_token_hits.inc()
+        raise InvalidToken(TOKEN_REVOKED, code="token_revoked")
+    return claims
+
+
+def token_is_revoked(*, jti: str) -> bool:
+    """True when ``jti`` is on the revocation list; 503 if the list cannot be read."""
+    try:
+        return cache.get(REVOKED_KEY.format(jti=jti)) is not None
+    except Exception as exc:
+        logger.warning("revocation list unreadable: %s", exc)
+        raise RevocationUnavailable() from exc
+
+
+def token_revoke(*, jti: str, exp: int | float) -> None:
+    """Put ``jti`` on the revocation list until the token would expire anyway."""
+    ttl = max(1, int(exp - time.time()) + 1 + settings.JWT_LEEWAY_SECONDS)
+    cache.set(REVOKED_KEY.format(jti=jti), 1, timeout=ttl)

@@ -1,0 +1,142 @@
+"""The proxy view: HTTP in, checks (size, token, throttle), upstream answer out."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+from rest_framework import exceptions, permissions
+from rest_framework.negotiation import DefaultContentNegotiation
+from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.request import Request
+from rest_framework.views import APIView
+
+from proxy import metrics
+from proxy.authentication import GatewayJWTAuthentication
+from proxy.exceptions import PayloadTooLarge
+from proxy.services import proxy_forward, request_body_read, request_headers_build, response_build
+from proxy.throttling import GatewayAnonThrottle, GatewayUserThrottle
+from proxy.tokens import token_revoke
+
+logger = logging.getLogger(__name__)
+
+# Routes reachable without a token (everything else behind the gateway needs one).
+PUBLIC_ROUTES = frozenset(
+    {
+        ("POST", "/api/auth/register"),
+        ("POST", "/api/auth/login"),
+        ("POST", "/api/auth/refresh"),
+        ("GET", "/api/auth/.well-known/jwks.json"),
+        ("HEAD", "/api/auth/.well-known/jwks.json"),
+    }
+)
+# Answered 2xx by auth, these end the session: the presented access token is revoked.
+REVOKING_ROUTES = frozenset(
+    {
+        ("POST", "/api/auth/logout"),
+        ("DELETE", "/api/auth/me"),
+    }
+)
+
+
+def is_public(method: str, path: str) -> bool:
+    return (method, path) in PUBLIC_ROUTES
+
+
+class _ForcedNegotiation(DefaultContentNegotiation):
+    """Errors are JSON whatever the client's Accept says (a proxy must not answer 406)."""
+
+    def select_renderer(
+        self, request: Request, renderers: list[BaseRenderer], format_suffix: str | None = None
+    ) -> tuple[BaseRenderer, str]:
+        return renderers[0], renderers[0].media_type
+
+
+_REJECTION_REASONS: list[tuple[type[Exception], str]] = [
+    (exceptions.NotAuthenticated, "unauthorized"),
+    (exceptions.AuthenticationFailed, "unauthorized"),
+    (exceptions.Throttled, "throttled"),
+    (PayloadTooLarge, "payload_too_large"),
+]
+
+
+class ProxyView(APIView):
+    """Forwards the request, path and query unchanged, to one upstream.
+
+    Public routes skip the token check; every other route needs a valid access token, and the
+    upstream gets the caller as a freshly signed ``X-User`` (client-sent ones are dropped).
+    """
+
+    upstream = ""
+    renderer_classes = [JSONRenderer]
+    parser_classes: list[Any] = []
+    content_negotiation_class = _ForcedNegotiation
+    throttle_classes = [GatewayAnonThrottle, GatewayUserThrottle]
+    public = False
+
+    def setup(self, request: HttpRequest, *args: Any, **kwargs: Any) -> None:
+        super().setup(request, *args, **kwargs)
+        self.public = is_public(request.method or "", request.path)
+
+    def get_authenticators(self) -> list[Any]:
+        return [] if self.public else [GatewayJWTAuthentication()]
+
+    def get_permissions(self) -> list[Any]:
+        if self.public:
+            return [permissions.AllowAny()]
+        return [permissions.IsAuthenticated()]
+
+    def get_authenticate_header(self, request: Request) -> str:
+        return 'Bearer realm="api"'
+
+    @property
+    def default_response_headers(self) -> dict[str, str]:
+        return {}  # no Allow/Vary of our own on top of the upstream's answer
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        # Cheapest refusal first: an announced oversized body never gets a token check.
+        length = request.META.get("CONTENT_LENGTH")
+        if length and length.isdigit() and int(length) > settings.MAX_BODY_BYTES:
+            raise PayloadTooLarge()
+        super().initial(request, *args, **kwargs)
+
+    def handle_exception(self, exc: Exception) -> HttpResponse:
+        for kind, reason in _REJECTION_REASONS:
+            if isinstance(exc, kind):
+                metrics.rejected_requests.labels(reason=reason).inc()
+                break
+        return super().handle_exception(exc)
+
+    def proxy(self, request: Request, *args: Any, **kwargs: Any) -> HttpResponse:
+        django_request = request._request
+        body = request_body_read(request=django_request, limit=settings.MAX_BODY_BYTES)
+        user = request.user
+        caller = None
+        if user is not None and user.is_authenticated:
+            caller = {"id": user.id, "username": user.username}
+        headers = request_headers_build(request=django_request, user=caller)
+        method = django_request.method or "GET"
+        answer = proxy_forward(
+            upstream_name=self.upstream,
+            method=method,
+            path=django_request.get_full_path(),
+            headers=headers,
+            body=body,
+        )
+        claims = request.auth
+        if (
+            200 <= answer.status < 300
+            and isinstance(claims, dict)
+            and (method, django_request.path) in REVOKING_ROUTES
+        ):
+            try:
+                token_revoke(jti=claims["jti"], exp=claims["exp"])
+            except Exception:
+                logger.exception(
+                    "could not revoke the access token after %s %s", method, django_request.path
+                )
+        return response_build(answer=answer)
+
+    get = post = put = patch = delete = head = options = proxy

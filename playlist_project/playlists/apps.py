@@ -1,0 +1,19 @@
+"""The playlists app."""
+
+from django.apps import AppConfig
+
+
+class PlaylistsConfig(AppConfig):
+    """Connects mongoengine when Django starts (any process: web, relay, worker, tests).
+
+    Background threads (relay, UserDeleted consumer) are NOT started here: only the web
+    process starts them, from ``playlist_project.wsgi`` (see ``playlists.runtime``).
+    """
+
+    name = "playlists"
+
+    def ready(self) -> None:
+        from playlists import db, documents
+
+        db.connect()
+        documents.ensure_indexes()
