@@ -115,6 +115,8 @@ class Relay:
         """Loop until ``stop`` is set: drain, wait for a wake-up or the interval; back off."""
         failures = 0
         while not stop.is_set():
+            # Cleared before the pass, so a submit() during the pass wakes the next wait.
+            self._wake.clear()
             try:
                 _, state = self.run_once()
             except Exception:  # the store itself failed (database down): retry later
@@ -125,7 +127,6 @@ class Relay:
             if state == "drained":
                 failures = 0
                 self._wake.wait(self.interval)
-                self._wake.clear()
                 continue
             failures += 1
             delay = min(self.max_backoff, self.interval * 2 ** min(failures, 8))

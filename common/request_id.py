@@ -6,9 +6,10 @@ import re
 import uuid
 from collections.abc import Callable
 
-from django.http import HttpRequest, HttpResponse
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse
 
-from common.log_context import bound
+from common.log_context import event_id_var, request_id_var, user_id_var
 
 HEADER = "X-Request-ID"
 META_KEY = "HTTP_X_REQUEST_ID"
@@ -39,8 +40,33 @@ class RequestIDMiddleware:
             request_id = incoming
         request.request_id = request_id  # type: ignore[attr-defined]
         request.META[META_KEY] = request_id
-        # user_id is reset too: the authentication class sets it for this request only.
-        with bound(request_id=request_id, user_id=None, event_id=None):
-            response = self.get_response(request)
+        # Set, not reset afterwards: Django logs 4xx/5xx answers after the middleware chain
+        # returned, and those lines must carry the id too. The next request of this thread
+        # overwrites all three (user_id is set again by the authentication class).
+        request_id_var.set(request_id)
+        user_id_var.set(None)
+        event_id_var.set(None)
+        response = self.get_response(request)
         response[HEADER] = request_id
         return response
+
+
+class BodySizeLimitMiddleware:
+    """413 JSON for a body over DATA_UPLOAD_MAX_MEMORY_SIZE (DRF's parsers never check it)."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        try:
+            length = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            return JsonResponse({"detail": "Invalid Content-Length.", "code": "bad_request"},
+                                status=400)
+        if limit is not None and length > limit:
+            return JsonResponse(
+                {"detail": f"Request body exceeds {limit} bytes.", "code": "payload_too_large"},
+                status=413,
+            )
+        return self.get_response(request)

@@ -213,6 +213,7 @@ def defaults(*, service: str, base_dir: Path, project: str) -> dict[str, Any]:
             "django.middleware.security.SecurityMiddleware",
             "whitenoise.middleware.WhiteNoiseMiddleware",
             "common.request_id.RequestIDMiddleware",
+            "common.request_id.BodySizeLimitMiddleware",
             "django.middleware.common.CommonMiddleware",
             "django_prometheus.middleware.PrometheusAfterMiddleware",
         ],

@@ -10,4 +10,4 @@ class AccountsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from accounts import schema  # noqa: F401 - registers the drf-spectacular extension
+        from common import schema  # noqa: F401 - registers the drf-spectacular extension

@@ -62,12 +62,23 @@ def generate_private_pem(bits: int = KEY_BITS) -> str:
 
 
 def write_private_key(path: Path, pem: str) -> None:
-    """Write ``pem`` to a new file ``path`` readable by its owner only (0600 from the start)."""
+    """Create ``path`` holding ``pem``, owner-only (0600 from the start), all or nothing.
+
+    The key is written to a temporary file first and linked into place, so a crash never
+    leaves half a key behind and of two concurrent writers only one wins (FileExistsError).
+    """
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(pem)
-    os.chmod(path, 0o600)  # whatever the umask was
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(pem)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o600)  # whatever the umask was
+        os.link(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def build(private_pem: str, key_id: str = "") -> SigningKey:
@@ -131,8 +142,9 @@ def _load(pem: str, path: str, key_id: str, debug: bool) -> SigningKey:
 
 def signing_key() -> SigningKey:
     """The configured key (cached per configuration, so settings overrides take effect)."""
-    return _load(settings.JWT_PRIVATE_KEY, settings.JWT_PRIVATE_KEY_FILE, settings.JWT_KEY_ID,
-                 settings.DEBUG)
+    return _load(
+        settings.JWT_PRIVATE_KEY, settings.JWT_PRIVATE_KEY_FILE, settings.JWT_KEY_ID, settings.DEBUG
+    )
 
 
 def jwks() -> dict[str, Any]:

@@ -101,6 +101,8 @@ OUTBOX_RELAY_MAX_BACKOFF_SECONDS = env_float("OUTBOX_RELAY_MAX_BACKOFF_SECONDS",
 SPECTACULAR_SETTINGS = {
     **_base["SPECTACULAR_SETTINGS"],
     "TITLE": "Auth service",
-    "DESCRIPTION": "Users, registration, login, token refresh with rotation, logout, profile. Tokens are "
-    "RS256 JWTs; the public keys are published at /api/auth/.well-known/jwks.json.",
+    "DESCRIPTION": (
+        "Users, registration, login, token refresh with rotation, logout, profile. Tokens "
+        "are RS256 JWTs; the public keys are published at /api/auth/.well-known/jwks.json."
+    ),
 }

@@ -1,9 +1,14 @@
-"""URLs of the auth service."""
+"""URLs of the auth service: ops at the root, the public API under /api/auth/, its docs."""
 
 from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 urlpatterns = [
     path("", include("common.urls")),
+    path("api/auth/", include("accounts.urls")),
+    # The service's own schema and docs (the gateway serves the public docs of everything).
+    path("schema", SpectacularAPIView.as_view(), name="schema"),
+    path("docs", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
 ]
 
 handler400 = "common.errors.json_400"

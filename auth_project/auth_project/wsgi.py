@@ -14,3 +14,8 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "auth_project.settings")
 from django.core.wsgi import get_wsgi_application  # noqa: E402
 
 application = get_wsgi_application()
+
+# Fail at start-up, not at the first login, when the signing key is missing or unusable.
+from accounts.keys import signing_key  # noqa: E402
+
+signing_key()

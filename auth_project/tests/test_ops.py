@@ -11,3 +11,15 @@ def test_healthz_readyz_metrics(client):
     metrics = client.get("/metrics")
     assert metrics.status_code == 200
     assert b"django_http_requests_total_by_method_total" in metrics.content
+
+
+@pytest.mark.django_db
+def test_runs_on_postgresql_when_the_test_run_has_one():
+    import os
+
+    from django.db import connection
+
+    if os.environ.get("TEST_POSTGRES_URL"):
+        assert connection.vendor == "postgresql"
+    else:
+        assert connection.vendor == "sqlite"

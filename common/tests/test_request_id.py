@@ -50,3 +50,13 @@ def test_log_records_carry_request_and_user(caplog):
     assert record.request_id == "req-77"
     assert record.user_id == "42"
     assert record.service == "common-tests"
+
+
+def test_body_over_the_limit_is_413_json(settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 100
+    settings.MIDDLEWARE = [*settings.MIDDLEWARE, "common.request_id.BodySizeLimitMiddleware"]
+    response = APIClient().post("/validate", {"name": "x" * 200, "count": 1}, format="json")
+    assert response.status_code == 413
+    assert response.json()["code"] == "payload_too_large"
+    small = APIClient().post("/validate", {"name": "ab", "count": 1}, format="json")
+    assert small.status_code == 200

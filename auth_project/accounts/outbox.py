@@ -1,0 +1,151 @@
+"""The auth service's outbox: an ORM store for common.outbox.Relay and the per-process relay.
+
+``submit()`` is what the request path calls after commit: it hands the envelope to a relay
+thread of this process and returns at once, never waiting on the broker. Whatever that thread
+cannot publish stays in the table; the ``outbox_relay`` process publishes it later.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from datetime import timedelta
+from typing import Any
+
+from celery import Celery
+from django.conf import settings
+from django.db import close_old_connections, connections
+from django.utils import timezone
+
+from accounts.models import OutboxEvent
+from common.outbox import Relay
+
+logger = logging.getLogger(__name__)
+
+
+class OrmOutboxStore:
+    """``common.outbox.OutboxStore`` over the OutboxEvent table.
+
+    ``recycle_connections`` makes every call drop a database connection that is broken or
+    past its age first, as Django does between requests; long-lived relay loops need it.
+    """
+
+    def __init__(self, *, recycle_connections: bool = True) -> None:
+        self.recycle_connections = recycle_connections
+
+    def _recycle(self) -> None:
+        if self.recycle_connections:
+            close_old_connections()
+
+    def pending(self, *, limit: int, older_than_seconds: float) -> list[dict[str, Any]]:
+        self._recycle()
+        cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
+        rows = OutboxEvent.objects.filter(created_at__lte=cutoff).order_by("created_at", "id")
+        return [row.envelope for row in rows[:limit]]
+
+    def mark_published(self, *, event_id: str) -> None:
+        self._recycle()
+        OutboxEvent.objects.filter(event_id=event_id).delete()
+
+    def count(self) -> int:
+        return OutboxEvent.objects.count()
+
+
+def celery_app() -> Celery:
+    from auth_project.celery import app
+
+    return app
+
+
+def build_relay(
+    *,
+    app: Celery | None = None,
+    store: OrmOutboxStore | None = None,
+    grace_seconds: float | None = None,
+    interval: float | None = None,
+    relay_class: type[Relay] = Relay,
+    **kwargs: Any,
+) -> Relay:
+    """A Relay over the ORM store with this service's settings (each overridable)."""
+    return relay_class(
+        app=app or celery_app(),
+        store=store or OrmOutboxStore(),
+        batch_size=settings.OUTBOX_RELAY_BATCH_SIZE,
+        interval=settings.OUTBOX_RELAY_INTERVAL_SECONDS if interval is None else interval,
+        grace_seconds=(
+            settings.OUTBOX_RELAY_GRACE_SECONDS if grace_seconds is None else grace_seconds
+        ),
+        max_backoff=settings.OUTBOX_RELAY_MAX_BACKOFF_SECONDS,
+        **kwargs,
+    )
+
+
+class ProcessRelay:
+    """One relay thread per process (recreated after a fork), started on first use."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._relay: Relay | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+
+    def install(self, relay: Relay | None) -> None:
+        """Use ``relay`` from now on (tests; None: build the default on next use)."""
+        self.shutdown()
+        with self._lock:
+            self._relay = relay
+            self._pid = os.getpid() if relay is not None else 0
+
+    def get(self) -> Relay:
+        with self._lock:
+            if self._relay is None or self._pid != os.getpid():
+                # The web process's own thread sweeps rarely: the relay process does that.
+                self._relay = build_relay(
+                    interval=max(30.0, settings.OUTBOX_RELAY_INTERVAL_SECONDS)
+                )
+                self._pid = os.getpid()
+                self._thread = None
+            if self._thread is None or not self._thread.is_alive():
+                self._stop = threading.Event()
+                self._thread = threading.Thread(
+                    target=self._run,
+                    args=(self._relay, self._stop),
+                    name="outbox-relay",
+                    daemon=True,
+                )
+                self._thread.start()
+            return self._relay
+
+    @staticmethod
+    def _run(relay: Relay, stop: threading.Event) -> None:
+        try:
+            relay.run_forever(stop)
+        finally:
+            connections.close_all()  # this thread's connections only
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        """Stop the thread (it finishes the publish in progress) and wait for it."""
+        with self._lock:
+            thread, relay = self._thread, self._relay
+            self._stop.set()
+            self._thread = None
+        if relay is not None:
+            relay.wake()
+        if thread is not None:
+            thread.join(timeout)
+
+
+process_relay = ProcessRelay()
+
+
+def submit(envelope: dict[str, Any]) -> None:
+    """Publish soon from the relay thread; never raises (the outbox row is the guarantee)."""
+    try:
+        process_relay.get().submit(envelope)
+    except Exception:
+        logger.exception(
+            "could not hand the event to the relay thread; the relay process will publish it",
+            extra={"event_id": envelope.get("event_id")},
+        )

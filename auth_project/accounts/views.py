@@ -1,0 +1,217 @@
+"""HTTP views of the auth service: validate input, call one service function, serialize."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import status
+from rest_framework.permissions import AllowAny, IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts import keys, selectors, services
+from accounts.exceptions import PayloadTooLarge
+from accounts.serializers import (
+    CredentialsSerializer,
+    ErrorSerializer,
+    JWKSSerializer,
+    LoginSerializer,
+    MeDeleteSerializer,
+    MeUpdateSerializer,
+    RefreshInputSerializer,
+    RefreshOutputSerializer,
+    TokenPairSerializer,
+    UserSerializer,
+    ValidationErrorSerializer,
+)
+from accounts.throttling import LoginIPThrottle, LoginUsernameThrottle, RegisterIPThrottle
+
+TAGS = ["auth"]
+BAD_REQUEST = OpenApiResponse(ValidationErrorSerializer, "Invalid input (fields named).")
+UNAUTHORIZED = OpenApiResponse(ErrorSerializer, "Missing or invalid credentials.")
+THROTTLED = OpenApiResponse(ErrorSerializer, "Too many attempts; see Retry-After.")
+TOO_LARGE = OpenApiResponse(ErrorSerializer, "Request body too large.")
+
+
+def _caller_id(request: Request) -> str:
+    """The id the gateway vouched for (common.context.ContextUser.id, a string)."""
+    return str(request.user.pk)
+
+
+class AuthAPIView(APIView):
+    """Refuses oversized bodies before anything reads them (DRF's parsers would not)."""
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        try:
+            length = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0
+        if length > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
+            raise PayloadTooLarge()
+        super().initial(request, *args, **kwargs)
+
+
+class PublicAPIView(AuthAPIView):
+    # No user context on public endpoints: a stale or odd X-User must not break login.
+    authentication_classes: list[type] = []
+    permission_classes = [AllowAny]
+
+
+class RegisterView(PublicAPIView):
+    """POST /api/auth/register: a new user and its first token pair."""
+
+    throttle_classes = [RegisterIPThrottle]
+
+    @extend_schema(
+        tags=TAGS,
+        operation_id="auth_register",
+        summary="Create a user and sign in",
+        request=CredentialsSerializer,
+        responses={201: TokenPairSerializer, 400: BAD_REQUEST, 413: TOO_LARGE, 429: THROTTLED},
+    )
+    def post(self, request: Request) -> Response:
+        serializer = CredentialsSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        pair = services.user_register(**serializer.validated_data)
+        return Response(TokenPairSerializer(pair).data, status=status.HTTP_201_CREATED)
+
+
+class LoginView(PublicAPIView):
+    """POST /api/auth/login: a token pair for valid credentials (throttled per IP and name)."""
+
+    throttle_classes = [LoginIPThrottle, LoginUsernameThrottle]
+
+    @extend_schema(
+        tags=TAGS,
+        operation_id="auth_login",
+        summary="Sign in",
+        request=LoginSerializer,
+        responses={
+            200: TokenPairSerializer,
+            400: BAD_REQUEST,
+            401: UNAUTHORIZED,
+            413: TOO_LARGE,
+            429: THROTTLED,
+        },
+    )
+    def post(self, request: Request) -> Response:
+        serializer = LoginSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        pair = services.user_login(**serializer.validated_data)
+        return Response(TokenPairSerializer(pair).data)
+
+
+class RefreshView(PublicAPIView):
+    """POST /api/auth/refresh: rotate a refresh token (the old one is used up)."""
+
+    @extend_schema(
+        tags=TAGS,
+        operation_id="auth_refresh",
+        summary="Rotate a refresh token: new access and refresh tokens",
+        request=RefreshInputSerializer,
+        responses={
+            200: RefreshOutputSerializer,
+            400: BAD_REQUEST,
+            401: UNAUTHORIZED,
+            413: TOO_LARGE,
+        },
+    )
+    def post(self, request: Request) -> Response:
+        serializer = RefreshInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        pair = services.token_refresh(**serializer.validated_data)
+        return Response(RefreshOutputSerializer(pair).data)
+
+
+class LogoutView(AuthAPIView):
+    """POST /api/auth/logout: revoke the caller's refresh token."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        tags=TAGS,
+        operation_id="auth_logout",
+        summary="Revoke a refresh token of the caller",
+        request=RefreshInputSerializer,
+        responses={
+            204: OpenApiResponse(description="Revoked."),
+            400: BAD_REQUEST,
+            401: UNAUTHORIZED,
+            403: OpenApiResponse(ErrorSerializer, "The token is someone else's."),
+            413: TOO_LARGE,
+        },
+    )
+    def post(self, request: Request) -> Response:
+        serializer = RefreshInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        services.user_logout(user_id=_caller_id(request), **serializer.validated_data)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class MeView(AuthAPIView):
+    """GET/PATCH/DELETE /api/auth/me: the caller's own account."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        tags=TAGS,
+        operation_id="auth_me_retrieve",
+        summary="The caller's profile",
+        responses={200: UserSerializer, 401: UNAUTHORIZED},
+    )
+    def get(self, request: Request) -> Response:
+        user = selectors.user_get(user_id=_caller_id(request))
+        return Response(UserSerializer(user).data)
+
+    @extend_schema(
+        tags=TAGS,
+        operation_id="auth_me_update",
+        summary="Change username and/or password (needs the current password)",
+        request=MeUpdateSerializer,
+        responses={200: UserSerializer, 400: BAD_REQUEST, 401: UNAUTHORIZED, 413: TOO_LARGE},
+    )
+    def patch(self, request: Request) -> Response:
+        serializer = MeUpdateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        user = services.user_update(user_id=_caller_id(request), **serializer.validated_data)
+        return Response(UserSerializer(user).data)
+
+    @extend_schema(
+        tags=TAGS,
+        operation_id="auth_me_delete",
+        summary="Delete the caller's account (publishes UserDeleted)",
+        request=MeDeleteSerializer,
+        responses={
+            204: OpenApiResponse(description="Deleted."),
+            400: BAD_REQUEST,
+            401: UNAUTHORIZED,
+            413: TOO_LARGE,
+        },
+    )
+    def delete(self, request: Request) -> Response:
+        serializer = MeDeleteSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        services.user_delete(
+            user_id=_caller_id(request),
+            request_id=getattr(request, "request_id", ""),
+            **serializer.validated_data,
+        )
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class JWKSView(PublicAPIView):
+    """GET /api/auth/.well-known/jwks.json: the public keys, cacheable."""
+
+    @extend_schema(
+        tags=TAGS,
+        operation_id="auth_jwks",
+        summary="Public keys that verify the tokens (JWK Set)",
+        responses={200: JWKSSerializer},
+    )
+    def get(self, request: Request) -> Response:
+        response = Response(keys.jwks())
+        response["Cache-Control"] = f"public, max-age={settings.JWKS_MAX_AGE_SECONDS}"
+        return response
