@@ -12,6 +12,13 @@ from rest_framework.views import exception_handler as drf_exception_handler
 VALIDATION_DETAIL = "Invalid input."
 NOT_FOUND_DETAIL = "Not found."
 SERVER_ERROR_DETAIL = "Internal server error."
+PAYLOAD_TOO_LARGE_DETAIL = "Request body too large."
+
+
+class PayloadTooLarge(exceptions.APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_detail = PAYLOAD_TOO_LARGE_DETAIL
+    default_code = "payload_too_large"
 
 
 class ServiceUnavailable(exceptions.APIException):

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
+from common.errors import PAYLOAD_TOO_LARGE_DETAIL
 from common.log_context import event_id_var, request_id_var, user_id_var
 
 HEADER = "X-Request-ID"
@@ -62,11 +63,11 @@ class BodySizeLimitMiddleware:
         try:
             length = int(request.META.get("CONTENT_LENGTH") or 0)
         except ValueError:
-            return JsonResponse({"detail": "Invalid Content-Length.", "code": "bad_request"},
-                                status=400)
+            return JsonResponse(
+                {"detail": "Invalid Content-Length.", "code": "bad_request"}, status=400
+            )
         if limit is not None and length > limit:
             return JsonResponse(
-                {"detail": f"Request body exceeds {limit} bytes.", "code": "payload_too_large"},
-                status=413,
+                {"detail": PAYLOAD_TOO_LARGE_DETAIL, "code": "payload_too_large"}, status=413
             )
         return self.get_response(request)

@@ -5,11 +5,13 @@ from __future__ import annotations
 from rest_framework import status
 from rest_framework.exceptions import APIException
 
+from common.errors import PAYLOAD_TOO_LARGE_DETAIL, PayloadTooLarge  # noqa: F401
+
 ERROR_INVALID_CREDENTIALS = "Invalid username or password."
 ERROR_INVALID_REFRESH = "Refresh token is invalid, expired or revoked."
 ERROR_USER_GONE = "This user no longer exists."
 ERROR_REFRESH_NOT_YOURS = "This refresh token belongs to another user."
-ERROR_PAYLOAD_TOO_LARGE = "Request body too large."
+ERROR_PAYLOAD_TOO_LARGE = PAYLOAD_TOO_LARGE_DETAIL
 ERROR_USERNAME_TAKEN = "A user with that username already exists."
 ERROR_WRONG_PASSWORD = "Current password is incorrect."
 ERROR_NOTHING_TO_UPDATE = "Give a new username and/or a new password."
@@ -44,9 +46,3 @@ class RefreshNotYours(APIException):
     status_code = status.HTTP_403_FORBIDDEN
     default_detail = ERROR_REFRESH_NOT_YOURS
     default_code = "token_not_yours"
-
-
-class PayloadTooLarge(APIException):
-    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
-    default_detail = ERROR_PAYLOAD_TOO_LARGE
-    default_code = "payload_too_large"

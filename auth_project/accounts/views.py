@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.conf import settings
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
@@ -13,7 +11,6 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts import keys, selectors, services
-from accounts.exceptions import PayloadTooLarge
 from accounts.serializers import (
     CredentialsSerializer,
     ErrorSerializer,
@@ -42,16 +39,7 @@ def _caller_id(request: Request) -> str:
 
 
 class AuthAPIView(APIView):
-    """Refuses oversized bodies before anything reads them (DRF's parsers would not)."""
-
-    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
-        try:
-            length = int(request.META.get("CONTENT_LENGTH") or 0)
-        except ValueError:
-            length = 0
-        if length > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
-            raise PayloadTooLarge()
-        super().initial(request, *args, **kwargs)
+    """Base view of the auth API (oversized bodies are refused by common's middleware: 413)."""
 
 
 class PublicAPIView(AuthAPIView):
