@@ -79,7 +79,8 @@ def read_env_file(path: Path) -> dict[str, str]:
         value = value.strip()
         if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
             value = value[1:-1]
-        values[key.strip()] = value
+        if value:  # an empty value must not hide a generated default
+            values[key.strip()] = value
     return values
 
 

@@ -30,6 +30,11 @@ def on_starting(server):
             stale.unlink()
 
 
+def post_fork(server, worker):
+    # Workers report CPU and memory of the whole tree (master and every worker).
+    os.environ["METRICS_PROCESS_ROOT"] = str(server.pid)
+
+
 def child_exit(server, worker):
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess

@@ -1,12 +1,11 @@
 """Operational URLs every service mounts at its root: /healthz, /readyz, /metrics."""
 
 from django.urls import path
-from django_prometheus import exports
 
-from common import health
+from common import health, metrics
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
-    path("metrics", exports.ExportToDjangoView, name="prometheus-django-metrics"),
+    path("metrics", metrics.metrics_view, name="prometheus-django-metrics"),
 ]

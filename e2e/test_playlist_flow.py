@@ -34,7 +34,8 @@ def test_playlist_crud_and_play_update_analysis(platform, api, user):
     created = api.post(
         f"{gw}/api/playlists",
         json={"name": "Road trip", "tracks": ["Song 1", {"title": "Song 2", "genre": " Rock "}]},
-        headers=auth, timeout=10,
+        headers=auth,
+        timeout=10,
     )
     assert created.status_code == 201, created.text
     playlist = created.json()
@@ -49,18 +50,25 @@ def test_playlist_crud_and_play_update_analysis(platform, api, user):
     detail = api.get(f"{gw}/api/playlists/{pid}", headers=auth, timeout=10)
     assert detail.status_code == 200 and detail.json()["name"] == "Road trip"
     etag = detail.headers["ETag"]
-    cached = api.get(f"{gw}/api/playlists/{pid}", headers={**auth, "If-None-Match": etag},
-                     timeout=10)
+    cached = api.get(
+        f"{gw}/api/playlists/{pid}", headers={**auth, "If-None-Match": etag}, timeout=10
+    )
     assert cached.status_code == 304
 
-    updated = api.patch(f"{gw}/api/playlists/{pid}", json={"name": "Road trip 2"}, headers=auth,
-                        timeout=10)
+    updated = api.patch(
+        f"{gw}/api/playlists/{pid}", json={"name": "Road trip 2"}, headers=auth, timeout=10
+    )
     assert updated.status_code == 200 and updated.json()["name"] == "Road trip 2"
-    assert api.get(f"{gw}/api/playlists/{pid}", headers={**auth, "If-None-Match": etag},
-                   timeout=10).status_code == 200  # the write invalidated the cached answer
+    assert (
+        api.get(
+            f"{gw}/api/playlists/{pid}", headers={**auth, "If-None-Match": etag}, timeout=10
+        ).status_code
+        == 200
+    )  # the write invalidated the cached answer
 
-    played = api.post(f"{gw}/api/playlists/{pid}/plays", json={"track": 1}, headers=auth,
-                      timeout=10)
+    played = api.post(
+        f"{gw}/api/playlists/{pid}/plays", json={"track": 1}, headers=auth, timeout=10
+    )
     assert played.status_code == 202, played.text
 
     def analysis_shows_play():
@@ -89,39 +97,56 @@ def test_playlist_crud_and_play_update_analysis(platform, api, user):
 
 def test_someone_elses_playlist_is_404(platform, api, user):
     gw = platform.gateway
-    created = api.post(f"{gw}/api/playlists", json={"name": "mine"}, headers=bearer(user),
-                       timeout=10)
+    created = api.post(
+        f"{gw}/api/playlists", json={"name": "mine"}, headers=bearer(user), timeout=10
+    )
     assert created.status_code == 201
-    other = api.post(f"{gw}/api/auth/register",
-                     json={"username": user["username"] + "_x", "password": user["password"]},
-                     timeout=10).json()
-    response = api.get(f"{gw}/api/playlists/{created.json()['id']}",
-                       headers={"Authorization": f"Bearer {other['token']}"}, timeout=10)
+    other = api.post(
+        f"{gw}/api/auth/register",
+        json={"username": user["username"] + "_x", "password": user["password"]},
+        timeout=10,
+    ).json()
+    response = api.get(
+        f"{gw}/api/playlists/{created.json()['id']}",
+        headers={"Authorization": f"Bearer {other['token']}"},
+        timeout=10,
+    )
     assert response.status_code == 404
 
 
 def test_deleting_the_account_removes_playlists_and_analytics(platform, api, user):
     gw, auth = platform.gateway, bearer(user)
-    assert api.post(f"{gw}/api/playlists", json={"name": "gone soon"}, headers=auth,
-                    timeout=10).status_code == 201
-    assert wait_for(lambda: api.get(f"{gw}/api/analysis", headers=auth,
-                                    timeout=10).json()["playlists_created"] == 1)
-    deleted = api.delete(f"{gw}/api/auth/me", json={"current_password": user["password"]},
-                         headers=auth, timeout=10)
+    assert (
+        api.post(
+            f"{gw}/api/playlists", json={"name": "gone soon"}, headers=auth, timeout=10
+        ).status_code
+        == 201
+    )
+    assert wait_for(
+        lambda: (
+            api.get(f"{gw}/api/analysis", headers=auth, timeout=10).json()["playlists_created"] == 1
+        )
+    )
+    deleted = api.delete(
+        f"{gw}/api/auth/me", json={"current_password": user["password"]}, headers=auth, timeout=10
+    )
     assert deleted.status_code == 204, deleted.text
     # The old token stops working at once (revoked at the gateway).
     assert api.get(f"{gw}/api/playlists", headers=auth, timeout=10).status_code == 401
 
     # Reach the services directly with a context signed for the deleted user: its playlists
     # and its analytics are gone once the UserDeleted event is consumed.
-    signed = context.sign({"id": user["id"], "username": user["username"]},
-                          secret=os.environ["INTERNAL_SECRET"])
+    signed = context.sign(
+        {"id": user["id"], "username": user["username"]}, secret=os.environ["INTERNAL_SECRET"]
+    )
 
     def user_data_removed():
-        playlists = api.get(platform.url("playlist", "/api/playlists"), headers=signed,
-                            timeout=10).json()
-        stats = api.get(platform.url("analysis", "/api/analysis"), headers=signed,
-                        timeout=10).json()
+        playlists = api.get(
+            platform.url("playlist", "/api/playlists"), headers=signed, timeout=10
+        ).json()
+        stats = api.get(
+            platform.url("analysis", "/api/analysis"), headers=signed, timeout=10
+        ).json()
         return playlists["count"] == 0 and stats["playlists_created"] == 0
 
     assert wait_for(user_data_removed)
