@@ -144,7 +144,7 @@ def cache(*, service: str) -> dict[str, Any]:
 
 def broker_url() -> str:
     """CELERY_BROKER_URL, else kombu's filesystem transport (no server needed)."""
-    return env_str("CELERY_BROKER_URL", "filesystem://")
+    return env_str("CELERY_BROKER_URL", "filesystem://localhost/")
 
 
 def celery_settings(*, service: str) -> dict[str, Any]:

@@ -13,6 +13,7 @@ class PlaylistsConfig(AppConfig):
     name = "playlists"
 
     def ready(self) -> None:
+        import common.schema  # noqa: F401 - registers the signed-context scheme
         from playlists import db, documents
 
         db.connect()

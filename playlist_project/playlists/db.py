@@ -38,6 +38,7 @@ def connect() -> None:
                 host="mongodb://localhost",
                 mongo_client_class=mongomock.MongoClient,
                 tz_aware=False,
+                uuidRepresentation="standard",
             )
         else:
             mongoengine.connect(
@@ -50,6 +51,18 @@ def connect() -> None:
                 uuidRepresentation="standard",
             )
         _connected = True
+
+
+def reconnect() -> None:
+    """Connect again from the current settings (tests switch between mongomock and MongoDB)."""
+    global _connected
+    from playlists.documents import Playlist
+
+    with _lock:
+        mongoengine.disconnect(ALIAS)
+        _connected = False
+    Playlist._collection = None
+    connect()
 
 
 @contextlib.contextmanager

@@ -29,10 +29,10 @@ class Track(EmbeddedDocument):
     """One track of a playlist; ``genre`` is stored normalised (stripped, lower case)."""
 
     title = StringField(required=True, min_length=1, max_length=TITLE_MAX)
-    artist = StringField(max_length=TEXT_MAX, null=True)
-    album = StringField(max_length=TEXT_MAX, null=True)
-    genre = StringField(max_length=TEXT_MAX, null=True)
-    duration_ms = IntField(min_value=0, null=True)
+    artist = StringField(max_length=TEXT_MAX)
+    album = StringField(max_length=TEXT_MAX)
+    genre = StringField(max_length=TEXT_MAX)
+    duration_ms = IntField(min_value=0)
 
 
 class Playlist(Document):

@@ -1,0 +1,97 @@
+"""Per-user cache of GET answers with ETags; a cache that is down only costs speed.
+
+Every key of a user carries that user's current *version token*; each write to the user's
+playlists replaces the token, so all their cached lists and details become unreachable at
+once (they expire by TTL). The token is random, not a counter, so a token that was evicted
+can never be re-issued and bring back stale entries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import uuid
+from typing import Any
+
+from django.core.cache import cache
+from django.utils.http import parse_etags
+
+logger = logging.getLogger(__name__)
+
+
+def _user_key(user_id: str) -> str:
+    return hashlib.sha256(user_id.encode()).hexdigest()[:32]
+
+
+def _version_key(user_id: str) -> str:
+    return f"playlists:v:{_user_key(user_id)}"
+
+
+def _version(user_id: str) -> str:
+    key = _version_key(user_id)
+    token = cache.get(key)
+    if token is None:
+        cache.add(key, uuid.uuid4().hex, timeout=None)
+        token = cache.get(key)
+    if token is None:
+        raise RuntimeError("the cache did not keep the version token")
+    return str(token)
+
+
+def entry_key(user_id: str, what: str) -> str | None:
+    """The cache key for one answer of this user (None when the cache is unreachable)."""
+    try:
+        version = _version(user_id)
+    except Exception as exc:
+        logger.warning("playlist cache unavailable: %s: %s", type(exc).__name__, exc)
+        return None
+    digest = hashlib.sha256(what.encode()).hexdigest()[:32]
+    return f"playlists:e:{_user_key(user_id)}:{version}:{digest}"
+
+
+def get(key: str | None) -> dict[str, Any] | None:
+    if key is None:
+        return None
+    try:
+        value = cache.get(key)
+    except Exception as exc:
+        logger.warning("playlist cache read failed: %s: %s", type(exc).__name__, exc)
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def put(key: str | None, data: Any) -> dict[str, Any]:
+    """Store an answer's data with its ETag; returns the entry even when the cache is down."""
+    value = {"etag": etag_for(data), "data": data}
+    if key is not None:
+        try:
+            cache.set(key, value)
+        except Exception as exc:
+            logger.warning("playlist cache write failed: %s: %s", type(exc).__name__, exc)
+    return value
+
+
+def invalidate_user(user_id: str) -> None:
+    """Make every cached answer of this user unreachable (a new version token)."""
+    try:
+        cache.set(_version_key(user_id), uuid.uuid4().hex, timeout=None)
+    except Exception as exc:
+        # Entries cached before the outage can be served until their TTL ends.
+        logger.warning("playlist cache invalidation failed: %s: %s", type(exc).__name__, exc)
+
+
+def etag_for(data: Any) -> str:
+    body = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+    return '"' + hashlib.sha256(body.encode()).hexdigest()[:40] + '"'
+
+
+def matches(if_none_match: str | None, etag: str) -> bool:
+    """True when an If-None-Match header names this ETag (weak comparison, or ``*``)."""
+    if not if_none_match:
+        return False
+    tags = parse_etags(if_none_match)
+    if "*" in tags:
+        return True
+    bare = etag.removeprefix("W/")
+    return any(tag.removeprefix("W/") == bare for tag in tags)

@@ -1,0 +1,125 @@
+"""UserDeleted removes that user's playlists and nobody else's."""
+
+from __future__ import annotations
+
+import pytest
+from celery.exceptions import Reject
+from kombu import Connection
+
+from common.celery_utils import publish_envelope
+from common.events import (
+    PLAYLIST_CREATED,
+    PLAYLIST_DLQ,
+    PLAYLIST_QUEUE,
+    USER_DELETED,
+    make_envelope,
+)
+from playlists import services, tasks
+from playlists.consumer import envelope_from_message
+from playlists.documents import Playlist
+from playlists.runtime import make_publisher_app, runtime
+from playlists.tests.conftest import wait_for
+
+
+def count(owner_id: str) -> int:
+    return Playlist._get_collection().count_documents({"owner_id": owner_id})
+
+
+@pytest.fixture
+def two_users(alice, bob, make_playlist):
+    for _ in range(3):
+        make_playlist(alice)
+    make_playlist(bob)
+    doomed = make_playlist(alice)
+    alice.delete(f"/api/playlists/{doomed['id']}")  # a tombstone with a pending event
+    assert count(alice.user_id) == 4 and count(bob.user_id) == 1
+
+
+def test_service_removes_only_that_user(alice, bob, two_users):
+    assert services.playlists_delete_for_user(user_id=alice.user_id) == 3
+    assert count(alice.user_id) == 0
+    assert count(bob.user_id) == 1
+    assert alice.get("/api/playlists").json()["count"] == 0
+    assert bob.get("/api/playlists").json()["count"] == 1
+    # Idempotent: a redelivered UserDeleted changes nothing more.
+    assert services.playlists_delete_for_user(user_id=alice.user_id) == 0
+    assert count(bob.user_id) == 1
+
+
+def test_celery_task_handles_user_deleted(alice, bob, two_users):
+    envelope = make_envelope(USER_DELETED, user_id=alice.user_id, data={"user_id": alice.user_id})
+    tasks.handle_event.apply(args=[envelope]).get()
+    assert count(alice.user_id) == 0
+    assert count(bob.user_id) == 1
+
+
+def test_other_event_types_are_ignored(alice, two_users):
+    envelope = make_envelope(PLAYLIST_CREATED, user_id=alice.user_id, data={})
+    tasks.process_envelope(envelope)
+    assert count(alice.user_id) == 4
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        None,
+        "x",
+        {"type": USER_DELETED},
+        {**make_envelope(USER_DELETED, user_id="u", data={}), "event_id": "not-a-uuid"},
+    ],
+)
+def test_invalid_envelopes_are_rejected_for_the_dead_letter_queue(message):
+    with pytest.raises(Reject):
+        tasks.handle_event.run(message)
+
+
+def test_celery_protocol_messages_are_understood():
+    envelope = make_envelope(USER_DELETED, user_id="u", data={})
+    assert (
+        envelope_from_message([[envelope], {}, {}], {"task": "playlist.handle_event"}) == envelope
+    )
+    assert (
+        envelope_from_message({"task": "playlist.handle_event", "args": [envelope]}, {}) == envelope
+    )
+
+
+@pytest.mark.integration
+def test_user_deleted_through_rabbitmq(alice, bob, two_users, amqp_url, queues):
+    runtime.start(inprocess=True, broker_url=amqp_url, grace_seconds=3600)
+    envelope = make_envelope(
+        USER_DELETED, user_id=alice.user_id, request_id="req-del", data={"user_id": alice.user_id}
+    )
+    publish_envelope(make_publisher_app(broker_url=amqp_url), envelope)
+    wait_for(lambda: count(alice.user_id) == 0)
+    assert count(bob.user_id) == 1
+    assert bob.get("/api/playlists").json()["count"] == 1
+    wait_for(
+        lambda: queues.channel.queue_declare(PLAYLIST_QUEUE.name, passive=True).message_count == 0
+    )
+
+
+@pytest.mark.integration
+def test_a_poison_message_lands_in_the_dead_letter_queue(amqp_url, queues):
+    runtime.start(inprocess=True, broker_url=amqp_url, grace_seconds=3600)
+    with Connection(amqp_url) as connection:
+        producer = connection.Producer()
+        producer.publish(
+            [["not an envelope"], {}, {}],
+            exchange=PLAYLIST_QUEUE.exchange,
+            routing_key=PLAYLIST_QUEUE.routing_key,
+            declare=[PLAYLIST_QUEUE],
+            serializer="json",
+            headers={"task": "playlist.handle_event", "id": "poison-1"},
+        )
+    [dead] = queues.take_until(1, queue=PLAYLIST_DLQ)
+    assert dead["envelope"] == "not an envelope"
+
+
+def test_user_deleted_on_the_single_machine_broker(alice, bob, two_users, settings):
+    """The default broker (kombu's filesystem transport) and the in-process consumer."""
+    assert settings.CELERY_BROKER_URL.startswith("filesystem")
+    runtime.start(inprocess=True, grace_seconds=3600)
+    envelope = make_envelope(USER_DELETED, user_id=alice.user_id, data={})
+    publish_envelope(make_publisher_app(), envelope)
+    wait_for(lambda: count(alice.user_id) == 0)
+    assert count(bob.user_id) == 1
