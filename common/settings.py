@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import dj_database_url
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from django.core.exceptions import ImproperlyConfigured
 
 from common.logging import logging_config
@@ -127,12 +129,16 @@ def cache(*, service: str) -> dict[str, Any]:
         return {
             "BACKEND": "django_redis.cache.RedisCache",
             "LOCATION": url,
-            "KEY_PREFIX": f"{prefix}:{service}",
+            # No ":" inside the prefix: django-redis splits keys on it to strip the prefix.
+            "KEY_PREFIX": f"{prefix}-{service}",
             "TIMEOUT": env_int("CACHE_TTL_SECONDS", 60),
             "OPTIONS": {
                 "CLIENT_CLASS": "django_redis.client.DefaultClient",
                 "SOCKET_CONNECT_TIMEOUT": env_float("REDIS_CONNECT_TIMEOUT", 0.5),
                 "SOCKET_TIMEOUT": env_float("REDIS_TIMEOUT", 0.5),
+                # One quick retry, not redis-py's default ten with backoff: a dead Redis must
+                # cost a request milliseconds, and callers fall back (database, fail-open).
+                "CONNECTION_POOL_KWARGS": {"retry": Retry(NoBackoff(), 1)},
             },
         }
     return {

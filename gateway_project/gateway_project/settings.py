@@ -11,6 +11,10 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 globals().update(defaults(service="gateway", base_dir=BASE_DIR, project="gateway_project"))
 
 INSTALLED_APPS += ["corsheaders", "proxy"]  # type: ignore[name-defined]  # noqa: F821
+# common's Content-Length check, counted in the gateway's rejection metric.
+MIDDLEWARE[  # type: ignore[name-defined]  # noqa: F821
+    MIDDLEWARE.index("common.request_id.BodySizeLimitMiddleware")  # type: ignore[name-defined]  # noqa: F821
+] = "proxy.middleware.CountingBodySizeLimitMiddleware"
 # CORS answers (and preflights) come before anything that could refuse the request.
 MIDDLEWARE.insert(  # type: ignore[name-defined]  # noqa: F821
     MIDDLEWARE.index("common.request_id.RequestIDMiddleware"),  # type: ignore[name-defined]  # noqa: F821
@@ -26,7 +30,6 @@ HEALTH_CHECKS = ["common.health.check_cache"]
 
 REDIS_URL = env("REDIS_URL")
 CACHE_KEY_PREFIX = env_str("CACHE_KEY_PREFIX", "ms")
-MAX_BODY_BYTES = env_int("MAX_BODY_BYTES", 1024 * 1024)
 
 
 def _upstream(name: str, default_port: int) -> dict[str, object]:
@@ -59,12 +62,16 @@ JWT_LEEWAY_SECONDS = env_int("JWT_LEEWAY_SECONDS", 0)
 JWKS_URL = env_str("JWKS_URL", f"{UPSTREAMS['auth']['url']}/api/auth/.well-known/jwks.json")
 JWKS_CACHE_SECONDS = env_float("JWKS_CACHE_SECONDS", 3600.0)
 JWKS_MIN_REFRESH_SECONDS = env_float("JWKS_MIN_REFRESH_SECONDS", 30.0)
+# Verified access tokens remembered per worker (0 disables); see proxy/tokens.py.
+TOKEN_CACHE_SIZE = env_int("TOKEN_CACHE_SIZE", 4096)
 
 GATEWAY_ANON_RATE = env_str("GATEWAY_ANON_RATE", "120/min")
 GATEWAY_USER_RATE = env_str("GATEWAY_USER_RATE", "600/min")
 REST_FRAMEWORK.update(  # type: ignore[name-defined]  # noqa: F821
     {
-        "DEFAULT_AUTHENTICATION_CLASSES": ["proxy.authentication.GatewayJWTAuthentication"],
+        # Never common's SignedContextAuthentication here: the gateway trusts no X-User from
+        # clients. The proxy view brings its own JWT authentication.
+        "DEFAULT_AUTHENTICATION_CLASSES": [],
         # Client IP for anonymous throttling: REMOTE_ADDR unless this many trusted proxies
         # stand in front of the gateway (then the matching X-Forwarded-For entry).
         "NUM_PROXIES": env_int("GATEWAY_NUM_PROXIES", 0),

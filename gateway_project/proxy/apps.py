@@ -10,4 +10,8 @@ class ProxyConfig(AppConfig):
     verbose_name = "Gateway proxy"
 
     def ready(self) -> None:
-        from proxy import upstreams  # noqa: F401  (connects the setting_changed reset)
+        from django.conf import settings
+
+        from proxy import metrics, tokens, upstreams  # noqa: F401  (setting_changed receivers)
+
+        metrics.init_known_labels(list(settings.UPSTREAMS))

@@ -18,8 +18,9 @@ Design decisions:
 * **What counts as a failure:** connection errors, timeouts and 5xx answers only (see
   ``is_failure``); a 4xx is the caller's problem and never trips the breaker.
 * **Redis down:** the breaker behaves as closed (requests go through and succeed or fail on
-  their own), logged as a warning at most every few seconds; it never turns a Redis outage into
-  an outage of every upstream.
+  their own), logged as a warning at most every few seconds, and asks Redis again only after a
+  short back-off so a black-holed Redis does not add its timeout to every request; it never
+  turns a Redis outage into an outage of every upstream.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ HALF_OPEN = pybreaker.STATE_HALF_OPEN
 # How long a caller that lost the probe race is told to wait.
 PROBE_BUSY_RETRY_AFTER = 1
 _REDIS_WARN_EVERY = 10.0
+_REDIS_BACKOFF = 2.0  # seconds the breaker acts closed without asking Redis after an error
 
 
 class UpstreamServerError(Exception):
@@ -75,16 +77,26 @@ def is_failure(exc: BaseException) -> bool:
 
 
 class MemoryStorage(pybreaker.CircuitMemoryStorage):
-    """pybreaker's memory storage plus a one-shot snapshot."""
+    """pybreaker's memory storage plus a one-shot snapshot and an atomic increment."""
+
+    def __init__(self, state: str) -> None:
+        super().__init__(state)
+        self._counter_lock = threading.Lock()
 
     def snapshot(self) -> tuple[str, int]:
         return self.state, self.counter
+
+    def increment_and_get(self) -> int:
+        with self._counter_lock:
+            self._fail_counter += 1
+            return self._fail_counter
 
 
 class RedisStorage(pybreaker.CircuitRedisStorage):
     """pybreaker's Redis storage plus a one-round-trip snapshot and quiet Redis failures."""
 
     _last_warning = 0.0
+    _down_until = 0.0
 
     def _initialize_redis_state(self, state: str) -> None:
         try:
@@ -94,6 +106,7 @@ class RedisStorage(pybreaker.CircuitRedisStorage):
 
     def _warn(self, exc: Exception) -> None:
         now = time.monotonic()
+        self._down_until = now + _REDIS_BACKOFF
         if now - self._last_warning > _REDIS_WARN_EVERY:
             self._last_warning = now
             logger.warning(
@@ -101,6 +114,9 @@ class RedisStorage(pybreaker.CircuitRedisStorage):
             )
 
     def snapshot(self) -> tuple[str, int]:
+        if self._down_until and time.monotonic() < self._down_until:
+            # Redis failed moments ago: don't make every request wait for its timeout again.
+            return self._fallback_circuit_state, 0
         try:
             state, counter = self._redis.mget(
                 self._namespace("state"), self._namespace("fail_counter")
@@ -111,7 +127,16 @@ class RedisStorage(pybreaker.CircuitRedisStorage):
         if state is None:
             self._initialize_redis_state(self._fallback_circuit_state)
             return self._fallback_circuit_state, 0
-        return state.decode(), int(counter or 0)
+        if isinstance(state, bytes):
+            state = state.decode()
+        return str(state), int(counter or 0)
+
+    def increment_and_get(self) -> int:
+        try:
+            return int(self._redis.incr(self._namespace("fail_counter")))
+        except RedisError as exc:
+            self._warn(exc)
+            return 0
 
     def keys(self) -> list[str]:
         """Every key this storage may write (tests clean them up)."""
@@ -261,8 +286,10 @@ class UpstreamBreaker(pybreaker.CircuitBreaker):
             result = func(*args, **kwargs)
         except BaseException as exc:
             if is_failure(exc):
-                self.storage.increment_counter()
-                if self.storage.counter >= self.fail_max and self.current_state == CLOSED:
+                # The state is read only once the threshold is reached (rare), so a worker
+                # that lost the race to open it does not report a second transition.
+                count = self.storage.increment_and_get()
+                if count >= self.fail_max and self.current_state == CLOSED:
                     self._trip(CLOSED)
             raise
         if failures:

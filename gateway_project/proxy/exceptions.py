@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from rest_framework import exceptions, status
 
+# One 413 for every service (body over MAX_BODY_BYTES), defined in common.
+from common.errors import PAYLOAD_TOO_LARGE_DETAIL as PAYLOAD_TOO_LARGE
+from common.errors import PayloadTooLarge
+
+__all__ = ["PAYLOAD_TOO_LARGE", "PayloadTooLarge"]
+
 UPSTREAM_UNAVAILABLE = "Upstream service temporarily unavailable, try again later."
 UPSTREAM_UNREACHABLE = "Upstream service unreachable."
 UPSTREAM_TIMEOUT = "Upstream service timed out."
-PAYLOAD_TOO_LARGE = "Request body too large."
 TOKEN_MISSING = "Authentication credentials were not provided."
 TOKEN_INVALID = "Invalid or expired token."
 TOKEN_REVOKED = "Token has been revoked."
@@ -41,14 +46,6 @@ class UpstreamTimeout(exceptions.APIException):
     status_code = status.HTTP_504_GATEWAY_TIMEOUT
     default_detail = UPSTREAM_TIMEOUT
     default_code = "upstream_timeout"
-
-
-class PayloadTooLarge(exceptions.APIException):
-    """413: the request body is over ``MAX_BODY_BYTES``."""
-
-    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
-    default_detail = PAYLOAD_TOO_LARGE
-    default_code = "payload_too_large"
 
 
 class InvalidToken(exceptions.AuthenticationFailed):

@@ -41,3 +41,19 @@ revoked_token_hits = Counter(
     "gateway_revoked_token_hits_total",
     "Requests that presented an access token revoked by logout or account deletion.",
 )
+
+
+REJECTION_REASONS = ("unauthorized", "payload_too_large", "throttled", "breaker_open")
+
+
+def init_known_labels(upstream_names: list[str]) -> None:
+    """Expose every family from the first scrape (label sets known in advance start at 0).
+
+    The breaker gauge children are created without a value of their own: in multiprocess
+    "mostrecent" mode an untouched child never outranks a state another worker wrote.
+    """
+    for reason in REJECTION_REASONS:
+        rejected_requests.labels(reason=reason)
+    for name in upstream_names:
+        upstream_duration.labels(upstream=name)
+        breaker_state.labels(upstream=name)

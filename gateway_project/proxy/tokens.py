@@ -17,10 +17,19 @@ JWKS: fetched from ``JWKS_URL`` on first use, kept for ``JWKS_CACHE_SECONDS`` (a
 kept when a refresh fails), refreshed at once for an unknown ``kid`` but at most once every
 ``JWKS_MIN_REFRESH_SECONDS`` per process, so tokens with random ``kid`` values cannot hammer
 the auth service.
+
+Verified tokens: a bounded per-process map from token to its verified claims
+(``TOKEN_CACHE_SIZE`` entries) spares the RSA check and JSON parsing when a client presents the
+same access token again, which is the common case. An entry is only used while the token's
+``exp`` has not passed, the revocation list is still read on every request, and the map is
+emptied whenever the JWKS is (re)loaded, so a key the auth service withdraws stops working at
+the next refresh.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 import threading
 import time
@@ -76,6 +85,7 @@ class KeySet:
                 keys[key.key_id] = key.key
         self._keys = keys
         self._fetched_at = time.monotonic()
+        verified_clear()
         logger.info("JWKS loaded from %s: %d key(s)", self.url, len(keys))
 
     def _refresh(self, *, force: bool) -> None:
@@ -133,14 +143,57 @@ def _on_setting_changed(*, setting: str, **kwargs: object) -> None:
     global _keyset
     if setting in ("JWKS_URL", "UPSTREAMS", "JWKS_CACHE_SECONDS", "JWKS_MIN_REFRESH_SECONDS"):
         _keyset = None
+    if setting.startswith("JWT_") or setting.startswith("JWKS_") or setting == "TOKEN_CACHE_SIZE":
+        verified_clear()
+
+
+_verified: dict[str, dict[str, Any]] = {}
+_verified_lock = threading.Lock()
+
+
+def verified_clear() -> None:
+    with _verified_lock:
+        _verified.clear()
+
+
+def _remember(token: str, claims: dict[str, Any]) -> None:
+    size = settings.TOKEN_CACHE_SIZE
+    if size <= 0:
+        return
+    with _verified_lock:
+        while len(_verified) >= size:
+            del _verified[next(iter(_verified))]  # oldest first
+        _verified[token] = claims
+
+
+def _header(token: str) -> dict[str, Any]:
+    """The JOSE header, parsed cheaply (``jwt.decode`` validates the whole token after)."""
+    segment = token.split(".", 1)[0]
+    try:
+        header = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+    except (ValueError, TypeError) as exc:
+        raise InvalidToken() from exc
+    if not isinstance(header, dict):
+        raise InvalidToken()
+    return header
 
 
 def token_claims_get(*, token: str) -> dict[str, Any]:
     """The verified claims of an access token; ``InvalidToken`` (401) for anything else."""
-    try:
-        header = jwt.get_unverified_header(token)
-    except jwt.PyJWTError as exc:
-        raise InvalidToken() from exc
+    claims = _verified.get(token)
+    if claims is None:
+        claims = _token_verify(token)
+        _remember(token, claims)
+    elif claims["exp"] + settings.JWT_LEEWAY_SECONDS < time.time():
+        raise InvalidToken()
+    if token_is_revoked(jti=claims["jti"]):
+        metrics.revoked_token_hits.inc()
+        raise InvalidToken(TOKEN_REVOKED, code="token_revoked")
+    return claims
+
+
+def _token_verify(token: str) -> dict[str, Any]:
+    header = _header(token)
     # Only RS256: refuses "none" and HS256-signed-with-the-public-key before touching keys.
     if header.get("alg") != ALGORITHM:
         raise InvalidToken()
@@ -164,9 +217,8 @@ def token_claims_get(*, token: str) -> dict[str, Any]:
         raise InvalidToken()
     if not isinstance(claims.get("jti"), str) or not claims.get("user_id"):
         raise InvalidToken()
-    if token_is_revoked(jti=claims["jti"]):
-        metrics.revoked_token_hits.inc()
-        raise InvalidToken(TOKEN_REVOKED, code="token_revoked")
+    if not isinstance(claims.get("exp"), int | float):
+        raise InvalidToken()
     return claims
 
 

@@ -6,6 +6,7 @@ Built lazily on first use from ``settings.UPSTREAMS`` and kept for the life of t
 
 from __future__ import annotations
 
+import http.cookiejar
 import threading
 from dataclasses import dataclass
 
@@ -14,6 +15,8 @@ import requests
 from django.conf import settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from requests.adapters import HTTPAdapter
 
 from proxy.breaker import UpstreamBreaker
@@ -36,19 +39,37 @@ class Upstream:
     base_url: str
     timeout: tuple[float, float]  # (connect, read) seconds
     session: requests.Session
+    adapter: HTTPAdapter  # the session's pooled adapter, called directly on the hot path
     breaker: UpstreamBreaker
 
 
-def _session(pool_size: int) -> requests.Session:
+class _RejectAllCookies(http.cookiejar.DefaultCookiePolicy):
+    def set_ok(self, cookie: http.cookiejar.Cookie, request: object) -> bool:
+        return False
+
+    def return_ok(self, cookie: http.cookiejar.Cookie, request: object) -> bool:
+        return False
+
+
+_NO_COOKIES = _RejectAllCookies()
+
+
+def _session(pool_size: int) -> tuple[requests.Session, HTTPAdapter]:
     session = requests.Session()
     # No proxies, .netrc or CA bundle lookups from the environment on every request.
     session.trust_env = False
+    # Only the client's own headers go upstream (no python-requests User-Agent, and no
+    # Accept-Encoding the client did not ask for: bodies are passed through still encoded).
+    session.headers.clear()
+    # One session serves every caller: it must never remember an upstream's Set-Cookie and
+    # replay it on someone else's request (the cookie still reaches the client that got it).
+    session.cookies.set_policy(_NO_COOKIES)
     adapter = HTTPAdapter(
         pool_connections=1, pool_maxsize=pool_size, max_retries=0, pool_block=False
     )
     session.mount("http://", adapter)
     session.mount("https://", adapter)
-    return session
+    return session, adapter
 
 
 def breaker_namespace(name: str) -> str:
@@ -65,6 +86,9 @@ def build_breaker(name: str, *, probe_ttl: float) -> UpstreamBreaker:
             socket_connect_timeout=settings.BREAKER_REDIS_TIMEOUT,
             socket_timeout=settings.BREAKER_REDIS_TIMEOUT,
             health_check_interval=30,
+            # One quick retry (a stale pooled connection), no backoff: a Redis outage must cost
+            # requests milliseconds, not seconds.
+            retry=Retry(NoBackoff(), 1),
         )
     return UpstreamBreaker(
         name=name,
@@ -80,11 +104,13 @@ def _build() -> dict[str, Upstream]:
     built = {}
     for name, config in settings.UPSTREAMS.items():
         timeout = (float(config["connect_timeout"]), float(config["read_timeout"]))
+        session, adapter = _session(settings.UPSTREAM_POOL_SIZE)
         built[name] = Upstream(
             name=name,
             base_url=str(config["url"]).rstrip("/"),
             timeout=timeout,
-            session=_session(settings.UPSTREAM_POOL_SIZE),
+            session=session,
+            adapter=adapter,
             # The probe lock outlives the slowest possible probe, then frees itself.
             breaker=build_breaker(name, probe_ttl=sum(timeout) + 5),
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 from django.conf import settings
@@ -11,11 +12,17 @@ from rest_framework import exceptions, permissions
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
+from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from proxy import metrics
 from proxy.authentication import GatewayJWTAuthentication
-from proxy.exceptions import PayloadTooLarge
+from proxy.exceptions import (
+    PayloadTooLarge,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+    UpstreamUnreachable,
+)
 from proxy.services import proxy_forward, request_body_read, request_headers_build, response_build
 from proxy.throttling import GatewayAnonThrottle, GatewayUserThrottle
 from proxy.tokens import token_revoke
@@ -49,9 +56,10 @@ class _ForcedNegotiation(DefaultContentNegotiation):
     """Errors are JSON whatever the client's Accept says (a proxy must not answer 406)."""
 
     def select_renderer(
-        self, request: Request, renderers: list[BaseRenderer], format_suffix: str | None = None
+        self, request: Request, renderers: Iterable[BaseRenderer], format_suffix: str | None = None
     ) -> tuple[BaseRenderer, str]:
-        return renderers[0], renderers[0].media_type
+        renderer = next(iter(renderers))
+        return renderer, renderer.media_type
 
 
 _REJECTION_REASONS: list[tuple[type[Exception], str]] = [
@@ -95,23 +103,21 @@ class ProxyView(APIView):
     def default_response_headers(self) -> dict[str, str]:
         return {}  # no Allow/Vary of our own on top of the upstream's answer
 
-    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
-        # Cheapest refusal first: an announced oversized body never gets a token check.
-        length = request.META.get("CONTENT_LENGTH")
-        if length and length.isdigit() and int(length) > settings.MAX_BODY_BYTES:
-            raise PayloadTooLarge()
-        super().initial(request, *args, **kwargs)
-
-    def handle_exception(self, exc: Exception) -> HttpResponse:
+    def handle_exception(self, exc: Exception) -> Response:
         for kind, reason in _REJECTION_REASONS:
             if isinstance(exc, kind):
                 metrics.rejected_requests.labels(reason=reason).inc()
                 break
-        return super().handle_exception(exc)
+        response = super().handle_exception(exc)
+        # Counted above; the body-size middleware must not count this 413 again.
+        response._gateway_counted = True  # type: ignore[attr-defined]
+        if isinstance(exc, UpstreamUnavailable | UpstreamUnreachable | UpstreamTimeout):
+            response._has_been_logged = True  # type: ignore[attr-defined]  # proxy_forward did
+        return response
 
     def proxy(self, request: Request, *args: Any, **kwargs: Any) -> HttpResponse:
         django_request = request._request
-        body = request_body_read(request=django_request, limit=settings.MAX_BODY_BYTES)
+        body = request_body_read(request=django_request, limit=settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
         user = request.user
         caller = None
         if user is not None and user.is_authenticated:
@@ -139,4 +145,4 @@ class ProxyView(APIView):
                 )
         return response_build(answer=answer)
 
-    get = post = put = patch = delete = head = options = proxy
+    get = post = put = patch = delete = head = options = proxy  # type: ignore[assignment]
