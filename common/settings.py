@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 from redis.backoff import NoBackoff
 from redis.retry import Retry
-from django.core.exceptions import ImproperlyConfigured
 
 from common.logging import logging_config
 
