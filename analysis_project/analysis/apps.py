@@ -8,3 +8,6 @@ class AnalysisConfig(AppConfig):
 
     name = "analysis"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from analysis import schema  # noqa: F401  (registers the OpenAPI auth extension)

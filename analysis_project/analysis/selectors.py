@@ -30,14 +30,20 @@ class UserSummary(TypedDict):
 
 
 def _user_genres_load(user_id: str) -> list[GenreCount]:
-    rows = (UserGenrePlays.objects.filter(user_id=user_id, plays__gt=0)
-            .order_by("-plays", "genre").values("genre", "plays")[:MAX_GENRES])
+    rows = (
+        UserGenrePlays.objects.filter(user_id=user_id, plays__gt=0)
+        .order_by("-plays", "genre")
+        .values("genre", "plays")[:MAX_GENRES]
+    )
     return [GenreCount(genre=row["genre"], plays=row["plays"]) for row in rows]
 
 
 def _global_genres_load() -> list[GenreCount]:
-    rows = (GenrePlays.objects.filter(plays__gt=0).order_by("-plays", "genre")
-            .values("genre", "plays")[:MAX_GENRES])
+    rows = (
+        GenrePlays.objects.filter(plays__gt=0)
+        .order_by("-plays", "genre")
+        .values("genre", "plays")[:MAX_GENRES]
+    )
     return [GenreCount(genre=row["genre"], plays=row["plays"]) for row in rows]
 
 
@@ -45,8 +51,14 @@ def _summary_load(user_id: str) -> UserSummary:
     stats = UserStats.objects.filter(user_id=user_id).first()
     top = _user_genres_load(user_id)[:TOP_GENRES_IN_SUMMARY]
     if stats is None:
-        return UserSummary(user_id=user_id, playlists_created=0, playlists_active=0, plays=0,
-                           top_genres=top, updated_at=None)
+        return UserSummary(
+            user_id=user_id,
+            playlists_created=0,
+            playlists_active=0,
+            plays=0,
+            top_genres=top,
+            updated_at=None,
+        )
     return UserSummary(
         user_id=user_id,
         playlists_created=stats.playlists_created,
@@ -67,8 +79,9 @@ def genre_plays_list(*, scope: Scope, user_id: str, limit: int) -> list[GenreCou
     """Genres by plays, most played first: the caller's (``me``) or everyone's (``global``)."""
     loaded: list[Any]
     if scope == "me":
-        loaded = cache_read_through(key=user_genres_key(user_id),
-                                    load=lambda: _user_genres_load(user_id))
+        loaded = cache_read_through(
+            key=user_genres_key(user_id), load=lambda: _user_genres_load(user_id)
+        )
     else:
         loaded = cache_read_through(key=GLOBAL_GENRES_KEY, load=_global_genres_load)
     return loaded[: max(0, min(limit, MAX_GENRES))]

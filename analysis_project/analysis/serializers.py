@@ -1,10 +1,13 @@
 """Input and output shapes of the analysis API."""
 
+from typing import Any
+
 from rest_framework import serializers
 
 from analysis.selectors import MAX_GENRES
 
 DEFAULT_GENRES_LIMIT = 10
+BLANK_PARAMETER = "This parameter may not be blank."
 
 
 class GenreCountSerializer(serializers.Serializer):
@@ -28,7 +31,33 @@ class UserSummarySerializer(serializers.Serializer):
 class GenresQuerySerializer(serializers.Serializer):
     """Query parameters of GET /api/analysis/genres."""
 
-    scope = serializers.ChoiceField(choices=["me", "global"], default="me",
-                                    help_text="`me`: the caller's plays; `global`: everyone's.")
-    limit = serializers.IntegerField(min_value=1, max_value=MAX_GENRES,
-                                     default=DEFAULT_GENRES_LIMIT)
+    scope = serializers.ChoiceField(
+        choices=["me", "global"],
+        default="me",
+        help_text="`me`: the caller's plays; `global`: everyone's.",
+    )
+    limit = serializers.IntegerField(
+        min_value=1, max_value=MAX_GENRES, default=DEFAULT_GENRES_LIMIT
+    )
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        # DRF turns a blank query parameter into its default; the contract says blank is invalid.
+        blank = [name for name in self.fields if self.initial_data.get(name) == ""]
+        if blank:
+            raise serializers.ValidationError({name: [BLANK_PARAMETER] for name in blank})
+        return attrs
+
+
+class ErrorSerializer(serializers.Serializer):
+    """Every error answer (common.errors)."""
+
+    detail = serializers.CharField()
+    code = serializers.CharField()
+
+
+class ValidationErrorSerializer(ErrorSerializer):
+    """A 400: ``errors`` names the fields (absent when the input could not be parsed at all)."""
+
+    errors = serializers.DictField(  # type: ignore[assignment]
+        child=serializers.ListField(child=serializers.CharField()), required=False
+    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import IntegrityError, models, transaction
@@ -88,8 +88,10 @@ def _add_user_stats(*, user_id: str, occurred_at: datetime, now: datetime, **del
         lookup={"user_id": user_id},
         deltas=deltas,
         # Events may arrive out of order: keep the latest occurred_at seen.
-        on_update={"last_event_at": Greatest(Coalesce(F("last_event_at"), at), at),
-                   "updated_at": now},
+        on_update={
+            "last_event_at": Greatest(Coalesce(F("last_event_at"), at), at),
+            "updated_at": now,
+        },
         on_create={"last_event_at": occurred_at, "updated_at": now},
     )
 
@@ -97,33 +99,40 @@ def _add_user_stats(*, user_id: str, occurred_at: datetime, now: datetime, **del
 Handler = Callable[..., None]
 
 
-def _playlist_created(*, user_id: str, occurred_at: datetime, now: datetime,
-                      data: dict[str, Any]) -> None:
-    _add_user_stats(user_id=user_id, occurred_at=occurred_at, now=now,
-                    playlists_created=1, playlists_active=1)
+def _playlist_created(
+    *, user_id: str, occurred_at: datetime, now: datetime, data: dict[str, Any]
+) -> None:
+    _add_user_stats(
+        user_id=user_id, occurred_at=occurred_at, now=now, playlists_created=1, playlists_active=1
+    )
 
 
-def _playlist_deleted(*, user_id: str, occurred_at: datetime, now: datetime,
-                      data: dict[str, Any]) -> None:
-    _add_user_stats(user_id=user_id, occurred_at=occurred_at, now=now,
-                    playlists_deleted=1, playlists_active=-1)
+def _playlist_deleted(
+    *, user_id: str, occurred_at: datetime, now: datetime, data: dict[str, Any]
+) -> None:
+    _add_user_stats(
+        user_id=user_id, occurred_at=occurred_at, now=now, playlists_deleted=1, playlists_active=-1
+    )
 
 
-def _playlist_updated(*, user_id: str, occurred_at: datetime, now: datetime,
-                      data: dict[str, Any]) -> None:
+def _playlist_updated(
+    *, user_id: str, occurred_at: datetime, now: datetime, data: dict[str, Any]
+) -> None:
     _add_user_stats(user_id=user_id, occurred_at=occurred_at, now=now)
 
 
-def _track_played(*, user_id: str, occurred_at: datetime, now: datetime,
-                  data: dict[str, Any]) -> None:
+def _track_played(
+    *, user_id: str, occurred_at: datetime, now: datetime, data: dict[str, Any]
+) -> None:
     genre = _track_genre(data)
     _add_user_stats(user_id=user_id, occurred_at=occurred_at, now=now, plays=1)
     _add(UserGenrePlays, lookup={"user_id": user_id, "genre": genre}, deltas={"plays": 1})
     _add(GenrePlays, lookup={"genre": genre}, deltas={"plays": 1})
 
 
-def _user_deleted(*, user_id: str, occurred_at: datetime, now: datetime,
-                  data: dict[str, Any]) -> None:
+def _user_deleted(
+    *, user_id: str, occurred_at: datetime, now: datetime, data: dict[str, Any]
+) -> None:
     # Overall genre totals keep the plays: they are history, not personal data.
     UserStats.objects.filter(user_id=user_id).delete()
     UserGenrePlays.objects.filter(user_id=user_id).delete()
@@ -143,8 +152,11 @@ _KEYS: dict[str, Callable[[str], list[str]]] = {
     events.PLAYLIST_CREATED: lambda user_id: [summary_key(user_id)],
     events.PLAYLIST_UPDATED: lambda user_id: [summary_key(user_id)],
     events.PLAYLIST_DELETED: lambda user_id: [summary_key(user_id)],
-    events.TRACK_PLAYED: lambda user_id: [summary_key(user_id), user_genres_key(user_id),
-                                          GLOBAL_GENRES_KEY],
+    events.TRACK_PLAYED: lambda user_id: [
+        summary_key(user_id),
+        user_genres_key(user_id),
+        GLOBAL_GENRES_KEY,
+    ],
     events.USER_DELETED: lambda user_id: [summary_key(user_id), user_genres_key(user_id)],
 }
 
@@ -173,23 +185,32 @@ def event_process(*, envelope: Any) -> str:
         try:
             with transaction.atomic():
                 ProcessedEvent.objects.create(
-                    event_id=event_id, type=event_type, user_id=user_id,
-                    occurred_at=occurred_at, processed_at=now,
+                    event_id=event_id,
+                    type=event_type,
+                    user_id=user_id,
+                    occurred_at=occurred_at,
+                    processed_at=now,
                 )
         except IntegrityError:
             outcome = metrics.DUPLICATE
         else:
             HANDLERS[event_type](user_id=user_id, occurred_at=occurred_at, now=now, data=data)
         transaction.on_commit(
-            lambda: _committed(event_type=event_type, event_id=event_id, user_id=user_id,
-                               occurred_at=occurred_at, outcome=outcome)
+            lambda: _committed(
+                event_type=event_type,
+                event_id=event_id,
+                user_id=user_id,
+                occurred_at=occurred_at,
+                outcome=outcome,
+            )
         )
         transaction.on_commit(lambda: cache_invalidate(keys=keys))
     return outcome
 
 
-def _committed(*, event_type: str, event_id: str, user_id: str, occurred_at: datetime,
-               outcome: str) -> None:
+def _committed(
+    *, event_type: str, event_id: str, user_id: str, occurred_at: datetime, outcome: str
+) -> None:
     metrics.count_event(event_type, outcome)
     extra = {"event_id": event_id, "user_id": user_id, "event_type": event_type}
     if outcome == metrics.OK:
@@ -198,3 +219,14 @@ def _committed(*, event_type: str, event_id: str, user_id: str, occurred_at: dat
         logger.info("counts updated", extra={**extra, "lag_seconds": round(lag, 3)})
     else:
         logger.info("duplicate event ignored", extra=extra)
+
+
+def processed_events_prune(*, older_than: timedelta) -> int:
+    """Forget processed event ids older than ``older_than``; returns how many were removed.
+
+    Idempotency holds for redeliveries within that window (RabbitMQ redelivers within
+    minutes; a dead-lettered message replayed later than the window would count again).
+    """
+    cutoff = timezone.now() - older_than
+    deleted, _ = ProcessedEvent.objects.filter(processed_at__lt=cutoff).delete()
+    return deleted

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from analysis_project.worker import dead_letter_copy
 from celery import Task, shared_task
 from celery.exceptions import Reject
 from django.conf import settings
@@ -23,8 +24,11 @@ from common.events import ANALYSIS_TASK, InvalidEnvelope
 
 logger = logging.getLogger(__name__)
 
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (OperationalError, InterfaceError,
-                                                     *CACHE_ERRORS)
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    OperationalError,
+    InterfaceError,
+    *CACHE_ERRORS,
+)
 
 
 def _ids(args: Any) -> dict[str, Any]:
@@ -32,9 +36,10 @@ def _ids(args: Any) -> dict[str, Any]:
     envelope = args[0] if isinstance(args, (list, tuple)) and args else None
     if not isinstance(envelope, dict):
         return {"event_id": None, "event_type": None, "user_id": None}
-    return {key: str(envelope.get(name))[:100] if envelope.get(name) is not None else None
-            for key, name in (("event_id", "event_id"), ("event_type", "type"),
-                              ("user_id", "user_id"))}
+    return {
+        key: str(envelope.get(name))[:100] if envelope.get(name) is not None else None
+        for key, name in (("event_id", "event_id"), ("event_type", "type"), ("user_id", "user_id"))
+    }
 
 
 class EventTask(Task):
@@ -51,17 +56,27 @@ class EventTask(Task):
     def on_retry(self, exc: Exception, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
         ids = _ids(args)
         metrics.count_event(ids["event_type"], metrics.RETRIED)
-        logger.warning("event processing failed, retry %d of %d: %s", self.request.retries + 1,
-                       self.max_retries, exc, extra=ids)
+        logger.warning(
+            "event processing failed, retry %d of %d: %s",
+            self.request.retries + 1,
+            self.max_retries,
+            exc,
+            extra=ids,
+        )
 
-    def on_failure(self, exc: Exception, task_id: str, args: Any, kwargs: Any,
-                   einfo: Any) -> None:
+    def on_failure(self, exc: Exception, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
         # acks_late with task_acks_on_failure_or_timeout=False: Celery rejects the message
         # without requeue after this, so the broker dead-letters it.
         ids = _ids(args)
         metrics.count_event(ids["event_type"], metrics.DEAD_LETTERED)
-        logger.error("event dead-lettered after %d retries: %s: %s", self.request.retries,
-                     type(exc).__name__, exc, extra={**ids, "envelope": args})
+        logger.error(
+            "event dead-lettered after %d retries: %s: %s",
+            self.request.retries,
+            type(exc).__name__,
+            exc,
+            extra={**ids, "envelope": args},
+        )
+        dead_letter_copy(self.app, args[0] if args else None)
 
 
 @shared_task(bind=True, base=EventTask, name=ANALYSIS_TASK)
@@ -72,6 +87,6 @@ def handle_event(self: EventTask, envelope: Any) -> str:
     except InvalidEnvelope as exc:
         ids = _ids([envelope])
         metrics.count_event(ids["event_type"], metrics.DEAD_LETTERED)
-        logger.error("invalid event dead-lettered: %s", exc,
-                     extra={**ids, "envelope": envelope})
+        logger.error("invalid event dead-lettered: %s", exc, extra={**ids, "envelope": envelope})
+        dead_letter_copy(self.app, envelope)
         raise Reject(str(exc), requeue=False) from exc

@@ -5,7 +5,7 @@ import os
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "analysis_project.settings")
 
 # Before anything imports prometheus_client: a worker process counts in multiprocess mode.
-from analysis_project import worker  # noqa: E402
+from analysis_project import worker
 
 worker.prepare_metrics_dir()
 

@@ -1,0 +1,304 @@
+"""Fixtures of the analysis suite: real PostgreSQL, Redis and RabbitMQ when the run has them."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from unittest import mock
+from urllib.parse import quote
+
+import dj_database_url
+import pytest
+from celery import Celery
+from django.conf import settings
+from django.core.cache import cache
+from django.db import connection
+from django.test import override_settings
+from kombu import Connection
+from rest_framework.test import APIClient
+
+from common import context
+from common import settings as common_settings
+from common.events import ANALYSIS_DLQ, ANALYSIS_QUEUE
+from common.testing import server_url
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+REPO_ROOT = PROJECT_DIR.parent
+CELERY_BIN = str(Path(sys.executable).with_name("celery"))
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings() -> None:
+    """The suite runs on PostgreSQL when the run has one (manage_all.py sets DATABASE_URL).
+
+    A run that only sets TEST_POSTGRES_URL still gets a database of its own:
+    test_ms_analysis_<run id>, created and dropped by pytest-django.
+    """
+    pg = os.environ.get("TEST_POSTGRES_URL")
+    db = settings.DATABASES["default"]
+    if pg and db["ENGINE"].endswith("sqlite3"):
+        run_id = os.environ.get("TEST_RUN_ID", "local")
+        config = dj_database_url.parse(f"{pg.rsplit('/', 1)[0]}/ms_analysis_{run_id}")
+        db.clear()
+        db.update(config)
+        db.setdefault("TEST", {})
+
+
+def _redis_cache_settings(url: str) -> dict[str, Any]:
+    """The service's own Redis cache settings (as a worker of this run builds them)."""
+    with mock.patch.dict(os.environ, {"REDIS_URL": url}):
+        return {"default": common_settings.cache(service="analysis")}
+
+
+@pytest.fixture(autouse=True)
+def _cache() -> Iterator[None]:
+    """Every test reads through the real Redis (prefixed keys) when the run has one."""
+    url = os.environ.get("TEST_REDIS_URL")
+    if not url:
+        cache.clear()
+        yield
+        cache.clear()
+        return
+    with override_settings(CACHES=_redis_cache_settings(url)):
+        cache.delete_pattern("*")
+        yield
+        cache.delete_pattern("*")
+
+
+@pytest.fixture
+def redis_url() -> str:
+    return server_url("redis")
+
+
+def signed_client(user_id: str, username: str = "listener") -> APIClient:
+    client = APIClient()
+    headers = context.sign({"id": user_id, "username": username}, secret=settings.INTERNAL_SECRET)
+    client.credentials(
+        HTTP_X_USER=headers[context.USER_HEADER],
+        HTTP_X_USER_SIGNATURE=headers[context.SIGNATURE_HEADER],
+    )
+    return client
+
+
+@pytest.fixture
+def api() -> Callable[[str], APIClient]:
+    """``api(user_id)``: a client carrying the gateway's signed context for that user."""
+    return signed_client
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# --------------------------------------------------------------------------- broker and workers
+
+
+@pytest.fixture
+def amqp_url() -> str:
+    return server_url("amqp")
+
+
+@pytest.fixture
+def publisher(amqp_url: str) -> Iterator[Celery]:
+    """A publisher's Celery app on this run's vhost (what playlist and auth use)."""
+    app = Celery("analysis-tests-publisher", set_as_current=False)
+    app.conf.update(
+        broker_url=amqp_url,
+        broker_transport_options={"confirm_publish": True},
+        broker_connection_timeout=2,
+        task_serializer="json",
+        accept_content=["json"],
+        task_create_missing_queues=False,
+    )
+    yield app
+    app.close()
+
+
+@pytest.fixture
+def queues(amqp_url: str) -> Iterator[Connection]:
+    """The event queue and its dead-letter queue, declared and empty."""
+    with Connection(amqp_url) as conn:
+        channel = conn.default_channel
+        for queue in (ANALYSIS_QUEUE, ANALYSIS_DLQ):
+            bound = queue.bind(channel)
+            bound.declare()
+            bound.purge()
+        yield conn
+
+
+def read_queue(conn: Connection, queue: Any, *, expect: int, timeout: float = 15) -> list[Any]:
+    """Take (and acknowledge) messages of ``queue`` until ``expect`` arrived or time is up."""
+    bound = queue.bind(conn.default_channel)
+    messages: list[Any] = []
+    deadline = time.monotonic() + timeout
+    while len(messages) < expect and time.monotonic() < deadline:
+        message = bound.get(no_ack=True, accept=["json", "text/plain", "application/data"])
+        if message is None:
+            time.sleep(0.1)
+            continue
+        messages.append(message)
+    return messages
+
+
+def wait_for(predicate: Callable[[], Any], *, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.1)
+
+
+def worker_database_url() -> str:
+    """The URL of the test database pytest-django created (worker processes use it too)."""
+    db = connection.settings_dict
+    assert connection.vendor == "postgresql", "worker tests need PostgreSQL (TEST_POSTGRES_URL)"
+    auth = quote(db["USER"] or "", safe="")
+    if db.get("PASSWORD"):
+        auth += ":" + quote(db["PASSWORD"], safe="")
+    return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+class Worker:
+    """One real ``celery -A analysis_project worker`` process group."""
+
+    def __init__(self, name: str, env: dict[str, str], log_path: Path) -> None:
+        self.name = name
+        self.env = env
+        self.log_path = log_path
+        self.metrics_port = int(env["ANALYSIS_WORKER_METRICS_PORT"])
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Worker:
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    CELERY_BIN,
+                    "-A",
+                    "analysis_project",
+                    "worker",
+                    "-Q",
+                    ANALYSIS_QUEUE.name,
+                    "-n",
+                    f"{self.name}@%h",
+                    "--concurrency",
+                    "1",
+                    "--loglevel",
+                    "INFO",
+                    "--without-gossip",
+                    "--without-mingle",
+                ],
+                cwd=PROJECT_DIR,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        wait_for(self._ready, timeout=40, what=f"worker {self.name} to start")
+        return self
+
+    def _ready(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"worker {self.name} exited:\n{self.log()}")
+        return self.metrics() is not None
+
+    def metrics(self) -> str | None:
+        try:
+            url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+            with urllib.request.urlopen(url, timeout=2) as response:
+                return str(response.read().decode())
+        except OSError:
+            return None
+
+    def sample(self, name: str, **labels: str) -> float:
+        """A metric value (0 when absent) from the worker's own /metrics."""
+        text = self.metrics() or ""
+        wanted = ",".join(f'{key}="{value}"' for key, value in sorted(labels.items()))
+        for line in text.splitlines():
+            if line.startswith("#") or " " not in line:
+                continue
+            series, value = line.rsplit(" ", 1)
+            metric, _, rest = series.partition("{")
+            got = ",".join(sorted(rest.rstrip("}").split(","))) if rest else ""
+            if metric == name and got == wanted:
+                return float(value)
+        return 0.0
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def kill(self) -> None:
+        """SIGKILL the whole group (main process and pool children) at once."""
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+
+@pytest.fixture
+def worker_env(amqp_url: str, transactional_db: None, tmp_path: Path) -> dict[str, str]:
+    """The environment of a worker process of this test run."""
+    env = dict(os.environ)
+    env.update(
+        # A worker killed with SIGKILL cannot remove its metrics folder: keep it in tmp_path.
+        ANALYSIS_WORKER_METRICS_DIR=str(tmp_path / "metrics"),
+        DATABASE_URL=worker_database_url(),
+        DB_CONN_MAX_AGE="0",
+        CELERY_BROKER_URL=amqp_url,
+        PYTHONPATH=os.pathsep.join([str(PROJECT_DIR), str(REPO_ROOT)]),
+        DJANGO_SETTINGS_MODULE="analysis_project.settings",
+        LOG_FORMAT="text",
+        LOG_LEVEL="INFO",
+    )
+    env.pop("TEST_DATABASE_NAME", None)
+    redis = os.environ.get("TEST_REDIS_URL")
+    if redis:
+        env["REDIS_URL"] = redis
+    else:
+        env.pop("REDIS_URL", None)
+    return env
+
+
+@pytest.fixture
+def start_worker(
+    worker_env: dict[str, str], tmp_path: Path, queues: Connection
+) -> Iterator[Callable[..., Worker]]:
+    """``start_worker(name, **env)``: a running worker, stopped at the end of the test."""
+    started: list[Worker] = []
+
+    def _start(name: str, **extra_env: str) -> Worker:
+        env = {**worker_env, "ANALYSIS_WORKER_METRICS_PORT": str(free_port()), **extra_env}
+        worker = Worker(name, env, tmp_path / f"{name}.log")
+        started.append(worker)
+        return worker.start()
+
+    yield _start
+    for worker in started:
+        worker.stop()
+        # Shown by pytest only when the test failed.
+        print(f"----- worker {worker.name} log (tail) -----\n{worker.log()[-6000:]}")

@@ -1,0 +1,348 @@
+"""Real worker processes on the run's RabbitMQ vhost, PostgreSQL database and Redis."""
+
+from __future__ import annotations
+
+import json
+import random
+import uuid
+from collections import Counter
+
+import pytest
+from analysis.models import GenrePlays, ProcessedEvent, UserGenrePlays, UserStats
+from celery import Celery
+from kombu import Connection, Producer
+
+from common.celery_utils import publish_envelope
+from common.events import (
+    ANALYSIS_DLQ,
+    ANALYSIS_QUEUE,
+    ANALYSIS_TASK,
+    EVENTS_EXCHANGE,
+    PLAYLIST_CREATED,
+    PLAYLIST_DELETED,
+    PLAYLIST_UPDATED,
+    TRACK_PLAYED,
+)
+from tests.conftest import free_port, read_queue, wait_for
+from tests.factories import envelope
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+GENRES = ["rock", "jazz", "pop", "Hip Hop", " Rock ", None]
+
+
+def random_events(count: int, users: int, seed: int) -> tuple[list[dict], dict]:
+    """Events of every order-independent type, and the counters they must produce."""
+    rng = random.Random(seed)
+    user_ids = [f"user-{n}" for n in range(users)]
+    expected: dict = {
+        "stats": {u: Counter() for u in user_ids},
+        "user_genres": Counter(),
+        "genres": Counter(),
+    }
+    events = []
+    for index in range(count):
+        user = user_ids[index % users]
+        kind = rng.choice(
+            [
+                PLAYLIST_CREATED,
+                PLAYLIST_CREATED,
+                PLAYLIST_DELETED,
+                PLAYLIST_UPDATED,
+                TRACK_PLAYED,
+                TRACK_PLAYED,
+                TRACK_PLAYED,
+            ]
+        )
+        stats = expected["stats"][user]
+        if kind == TRACK_PLAYED:
+            raw = rng.choice(GENRES)
+            genre = " ".join(raw.split()).lower() if raw else "unknown"
+            events.append(envelope(kind, user, genre=raw, title=f"t{index}"))
+            stats["plays"] += 1
+            expected["user_genres"][(user, genre)] += 1
+            expected["genres"][genre] += 1
+        else:
+            events.append(envelope(kind, user, playlist_id=f"p{index}"))
+            stats["created"] += kind == PLAYLIST_CREATED
+            stats["deleted"] += kind == PLAYLIST_DELETED
+            stats["active"] += (kind == PLAYLIST_CREATED) - (kind == PLAYLIST_DELETED)
+    return events, expected
+
+
+def assert_counts(expected: dict) -> None:
+    for user, stats in expected["stats"].items():
+        row = UserStats.objects.get(user_id=user)
+        got = {
+            "created": row.playlists_created,
+            "deleted": row.playlists_deleted,
+            "active": row.playlists_active,
+            "plays": row.plays,
+        }
+        want = {key: stats[key] for key in ("created", "deleted", "active", "plays")}
+        assert got == want, user
+    user_genres = {(r.user_id, r.genre): r.plays for r in UserGenrePlays.objects.all()}
+    assert user_genres == dict(expected["user_genres"])
+    assert dict(GenrePlays.objects.values_list("genre", "plays")) == dict(expected["genres"])
+
+
+def processed_count() -> int:
+    return ProcessedEvent.objects.count()
+
+
+def test_two_workers_consume_1000_events_for_10_users_exactly(start_worker, publisher):
+    events, expected = random_events(1000, users=10, seed=1)
+    first, second = start_worker("one"), start_worker("two")
+    redelivered = random.Random(2).sample(events, 50)
+    for event in events + redelivered:  # the 50 copies must count once
+        publish_envelope(publisher, event)
+    wait_for(lambda: processed_count() == 1000, timeout=90, what="1000 events processed")
+
+    def total(outcome: str) -> float:
+        return sum(
+            worker.sample("analysis_events_processed_total", type=event_type, outcome=outcome)
+            for worker in (first, second)
+            for event_type in (PLAYLIST_CREATED, PLAYLIST_DELETED, PLAYLIST_UPDATED, TRACK_PLAYED)
+        )
+
+    wait_for(
+        lambda: total("ok") == 1000 and total("duplicate") == 50,
+        timeout=30,
+        what="all 1050 deliveries",
+    )
+    assert_counts(expected)
+    # Both processes did part of the work (so the exact counts above were concurrent).
+    for worker in (first, second):
+        assert (
+            worker.sample("analysis_events_processed_total", type=TRACK_PLAYED, outcome="ok") > 0
+        ), worker.name
+        assert worker.sample("analysis_event_lag_seconds_count") > 0
+        # CPU and memory of the worker's whole tree (main process and pool child).
+        assert worker.sample("process_tree_processes") >= 2
+        assert worker.sample("process_resident_memory_bytes") > 0
+
+
+def test_bad_messages_are_dead_lettered_and_the_next_event_is_processed(
+    start_worker, publisher, queues
+):
+    worker = start_worker("dlq")
+    unknown = envelope(PLAYLIST_CREATED, "u1")
+    unknown["type"] = "PlaylistRenamed"
+    publisher.send_task(
+        ANALYSIS_TASK,
+        args=[{"not": "an envelope"}],
+        queue=ANALYSIS_QUEUE,
+        exchange=EVENTS_EXCHANGE,
+        routing_key=ANALYSIS_QUEUE.routing_key,
+    )
+    publisher.send_task(
+        ANALYSIS_TASK,
+        args=[unknown],
+        queue=ANALYSIS_QUEUE,
+        exchange=EVENTS_EXCHANGE,
+        routing_key=ANALYSIS_QUEUE.routing_key,
+        headers={"event_id": unknown["event_id"]},
+    )
+    producer = Producer(queues.default_channel)
+    producer.publish(
+        b"\x00{not json",
+        exchange=EVENTS_EXCHANGE,
+        routing_key=ANALYSIS_QUEUE.routing_key,
+        content_type="application/json",
+        content_encoding="utf-8",
+    )
+    publisher.send_task(
+        "analysis.no_such_task",
+        args=[],
+        queue=ANALYSIS_QUEUE,
+        exchange=EVENTS_EXCHANGE,
+        routing_key=ANALYSIS_QUEUE.routing_key,
+    )
+    good = envelope(PLAYLIST_CREATED, "u1")
+    publish_envelope(publisher, good)
+
+    wait_for(
+        lambda: ProcessedEvent.objects.filter(event_id=good["event_id"]).exists(),
+        timeout=30,
+        what="the good event after the bad ones",
+    )
+    dead = read_queue(queues, ANALYSIS_DLQ, expect=4)
+    assert len(dead) == 4
+    for message in dead:
+        assert message.headers["x-death"][0]["reason"] == "rejected"
+        assert message.headers["x-death"][0]["queue"] == ANALYSIS_QUEUE.name
+    bodies = [
+        body.decode() if isinstance(body := message.body, bytes) else body for message in dead
+    ]
+    assert "\x00{not json" in bodies
+    decoded = [json.loads(body) for body in bodies if body != "\x00{not json"]
+    args = [body[0] for body in decoded]
+    assert [{"not": "an envelope"}] in args
+    assert [unknown] in args
+    assert [] in args  # the unknown task
+    assert UserStats.objects.get(user_id="u1").playlists_created == 1
+    wait_for(
+        lambda: (
+            worker.sample(
+                "analysis_events_processed_total", type="invalid", outcome="dead_lettered"
+            )
+            == 4
+        ),
+        timeout=10,
+        what="dead_lettered metric",
+    )
+    log = worker.log()
+    assert "invalid event dead-lettered: unknown event type 'PlaylistRenamed'" in log
+    assert f"event_id={unknown['event_id']}" in log
+    # Task headers put the publisher's ids on the worker's log lines.
+    assert any(
+        "counts updated" in line
+        and f"event_id={good['event_id']}" in line
+        and "request_id=req-test" in line
+        and "user_id=u1" in line
+        for line in log.splitlines()
+    )
+
+
+def test_worker_killed_with_sigkill_mid_batch_counts_exactly_after_restart(start_worker, publisher):
+    events, expected = random_events(600, users=4, seed=3)
+    worker = start_worker("victim")
+    for event in events:
+        publish_envelope(publisher, event)
+    wait_for(lambda: processed_count() >= 60, timeout=60, what="part of the batch")
+    worker.kill()
+    done = processed_count()
+    assert done < 600, "the batch finished before the kill; nothing was tested"
+    start_worker("survivor")
+    wait_for(lambda: processed_count() == 600, timeout=90, what="the rest after restart")
+    assert_counts(expected)
+
+
+def test_transient_cache_failure_retries_then_dead_letters_without_double_counting(
+    start_worker, publisher, queues
+):
+    worker = start_worker(
+        "retry",
+        REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",  # nothing listens there
+        ANALYSIS_TASK_MAX_RETRIES="2",
+        ANALYSIS_TASK_RETRY_BACKOFF="1",
+        ANALYSIS_TASK_RETRY_BACKOFF_MAX="1",
+    )
+    event = envelope(TRACK_PLAYED, "u9", genre="rock")
+    publish_envelope(publisher, event)
+    dead = read_queue(queues, ANALYSIS_DLQ, expect=1, timeout=40)
+    assert len(dead) == 1
+    assert json.loads(dead[0].body)[0][0]["event_id"] == event["event_id"]
+    # The retries (new messages) kept the context headers for the worker's log lines.
+    assert dead[0].headers["event_id"] == event["event_id"]
+    assert dead[0].headers["retries"] == 2
+    # The counters committed once; the two retries were duplicates.
+    assert UserStats.objects.get(user_id="u9").plays == 1
+    assert GenrePlays.objects.get(genre="rock").plays == 1
+
+    def sample(outcome: str) -> float:
+        return worker.sample("analysis_events_processed_total", type=TRACK_PLAYED, outcome=outcome)
+
+    wait_for(
+        lambda: sample("dead_lettered") == 1,
+        timeout=10,
+        what=f"dead_lettered metric in\n{worker.metrics()}",
+    )
+    assert (sample("ok"), sample("retried"), sample("duplicate")) == (1, 2, 2)
+    log = worker.log()
+    assert "event processing failed, retry 1 of 2" in log
+    assert "event dead-lettered after 2 retries" in log
+    assert f"event_id={event['event_id']}" in log
+
+
+def test_a_read_after_an_event_shows_the_new_value(start_worker, publisher, api, redis_url):
+    worker = start_worker("cache")
+    client = api("reader")
+    assert client.get("/api/analysis").json()["plays"] == 0  # now cached
+    assert client.get("/api/analysis/genres?scope=global").json() == []
+    event = envelope(TRACK_PLAYED, "reader", genre="jazz")
+    publish_envelope(publisher, event)
+    publish_envelope(publisher, event)  # redelivered: still one play
+    # Both deliveries finished (the task returns after the cache invalidation).
+    wait_for(
+        lambda: (
+            worker.log().count("Task analysis.handle_event[")
+            and worker.log().count(" succeeded in ") == 2
+        ),
+        timeout=30,
+        what="both deliveries",
+    )
+    assert (
+        worker.sample("analysis_events_processed_total", type=TRACK_PLAYED, outcome="duplicate")
+        == 1
+    )
+    assert client.get("/api/analysis").json()["plays"] == 1
+    assert client.get("/api/analysis/genres?scope=global").json() == [{"genre": "jazz", "plays": 1}]
+    assert ProcessedEvent.objects.get().event_id == uuid.UUID(event["event_id"])
+
+
+def test_worker_on_the_filesystem_broker_counts_and_keeps_rejected_messages(start_worker, tmp_path):
+    """No server at all (`manage_all.py up` without CELERY_BROKER_URL): kombu's filesystem
+    transport has no dead-lettering, so the worker copies rejected messages to the DLQ."""
+    state = tmp_path / "state"
+    start_worker("files", CELERY_BROKER_URL="", STATE_DIR=str(state))
+    folder = state / "broker"
+    options = {
+        "data_folder_in": str(folder / "queue"),
+        "data_folder_out": str(folder / "queue"),
+        "processed_folder": str(folder / "processed"),
+        "control_folder": str(folder / "control"),
+    }
+    app = Celery("filesystem-publisher", set_as_current=False)
+    app.conf.update(broker_url="filesystem://", broker_transport_options=options)
+    bad = envelope(PLAYLIST_CREATED, "fs")
+    bad["type"] = "PlaylistRenamed"
+    app.send_task(
+        ANALYSIS_TASK,
+        args=[bad],
+        queue=ANALYSIS_QUEUE,
+        exchange=EVENTS_EXCHANGE,
+        routing_key=ANALYSIS_QUEUE.routing_key,
+    )
+    good = envelope(PLAYLIST_CREATED, "fs")
+    publish_envelope(app, good)
+    wait_for(
+        lambda: ProcessedEvent.objects.filter(event_id=good["event_id"]).exists(),
+        timeout=30,
+        what="the event over the filesystem broker",
+    )
+    assert UserStats.objects.get(user_id="fs").playlists_created == 1
+    with Connection("filesystem://", transport_options=options) as conn:
+        dead = read_queue(conn, ANALYSIS_DLQ, expect=1, timeout=10)
+    assert [message.payload for message in dead] == [bad]
+    app.close()
+
+
+def test_database_unreachable_retries_then_dead_letters_and_a_replay_counts_once(
+    start_worker, publisher, queues
+):
+    broken = start_worker(
+        "nodb",
+        DATABASE_URL=f"postgres://postgres@127.0.0.1:{free_port()}/nothing",
+        ANALYSIS_TASK_MAX_RETRIES="1",
+        ANALYSIS_TASK_RETRY_BACKOFF="1",
+        ANALYSIS_TASK_RETRY_BACKOFF_MAX="1",
+    )
+    event = envelope(TRACK_PLAYED, "u7", genre="pop")
+    publish_envelope(publisher, event)
+    dead = read_queue(queues, ANALYSIS_DLQ, expect=1, timeout=40)
+    assert len(dead) == 1
+    assert not ProcessedEvent.objects.exists()
+    assert (
+        broken.sample("analysis_events_processed_total", type=TRACK_PLAYED, outcome="retried") == 1
+    )
+    assert "OperationalError" in broken.log()
+    broken.stop()
+    # An operator replays the dead letter once the database is back (twice, by mistake).
+    replay = start_worker("replay")
+    replayed = json.loads(dead[0].body)[0][0]
+    publish_envelope(publisher, replayed)
+    publish_envelope(publisher, replayed)
+    wait_for(lambda: "duplicate event ignored" in replay.log(), timeout=30, what="both replays")
+    assert UserStats.objects.get(user_id="u7").plays == 1
+    assert GenrePlays.objects.get(genre="pop").plays == 1
