@@ -59,7 +59,7 @@ def platform():
         for name in databases.values():
             conn.execute(f'CREATE DATABASE "{name}"')
     base = pg.rsplit("/", 1)[0]
-    ports = {name: free_port() for name in (*manage_all.SERVICES, "flower")}
+    ports = {name: free_port() for name in (*manage_all.SERVICES, "flower", "analysis-worker")}
     state = Path(os.environ["STATE_DIR"]) / f"e2e-{suffix}"
     overrides = {
         "STATE_DIR": str(state),
@@ -73,7 +73,8 @@ def platform():
         "WEB_CONCURRENCY": "1",
         "GUNICORN_THREADS": "4",
         "FLOWER_PORT": str(ports["flower"]),
-        **{f"{name.upper()}_PORT": str(port) for name, port in ports.items()},
+        "ANALYSIS_WORKER_METRICS_PORT": str(ports["analysis-worker"]),
+        **{f"{name.upper()}_PORT": str(port) for name, port in ports.items() if "-" not in name},
     }
     state.mkdir(parents=True, exist_ok=True)
     manage_all.prepare(overrides)

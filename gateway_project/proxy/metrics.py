@@ -44,6 +44,13 @@ revoked_token_hits = Counter(
 
 
 REJECTION_REASONS = ("unauthorized", "payload_too_large", "throttled", "breaker_open")
+# The transitions a breaker can make (pybreaker's state names).
+BREAKER_TRANSITIONS = (
+    ("closed", "open"),
+    ("open", "half-open"),
+    ("half-open", "closed"),
+    ("half-open", "open"),
+)
 
 
 def init_known_labels(upstream_names: list[str]) -> None:
@@ -56,4 +63,6 @@ def init_known_labels(upstream_names: list[str]) -> None:
         rejected_requests.labels(reason=reason)
     for name in upstream_names:
         upstream_duration.labels(upstream=name)
+        for old, new in BREAKER_TRANSITIONS:
+            breaker_transitions.labels(upstream=name, from_state=old, to_state=new)
         breaker_state.labels(upstream=name)
