@@ -71,6 +71,10 @@ def platform():
         "REDIS_URL": redis,
         "CELERY_BROKER_URL": amqp,
         "WEB_CONCURRENCY": "1",
+        # Every test registers and logs in from 127.0.0.1: the per-IP throttles (tested in the
+        # auth suite) would refuse the suite's own traffic.
+        "REGISTER_THROTTLE_RATE_IP": "1000/min",
+        "LOGIN_THROTTLE_RATE_IP": "1000/min",
         "GUNICORN_THREADS": "4",
         "FLOWER_PORT": str(ports["flower"]),
         "ANALYSIS_WORKER_METRICS_PORT": str(ports["analysis-worker"]),
