@@ -212,6 +212,7 @@ def defaults(*, service: str, base_dir: Path, project: str) -> dict[str, Any]:
             "django.contrib.staticfiles",
             "rest_framework",
             "drf_spectacular",
+            "drf_spectacular_sidecar",
             "django_prometheus",
         ],
         "MIDDLEWARE": [

@@ -111,6 +111,7 @@ class ErrorSerializer(serializers.Serializer):
 
 class ValidationErrorSerializer(ErrorSerializer):
     # A declared field (the metaclass pops it), not Serializer.errors.
+    # Absent when the body could not be parsed at all (code "parse_error").
     errors = serializers.DictField(  # type: ignore[assignment]
-        child=serializers.ListField(child=serializers.CharField())
+        child=serializers.ListField(child=serializers.CharField()), required=False
     )

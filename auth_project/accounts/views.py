@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from django.conf import settings
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.request import Request
@@ -32,6 +32,34 @@ UNAUTHORIZED = OpenApiResponse(ErrorSerializer, "Missing or invalid credentials.
 THROTTLED = OpenApiResponse(ErrorSerializer, "Too many attempts; see Retry-After.")
 TOO_LARGE = OpenApiResponse(ErrorSerializer, "Request body too large.")
 
+# Examples shown in the docs (and sent by schemathesis' examples phase).
+_TOKEN = "eyJhbGciOiJSUzI1NiIsImtpZCI6IjE0YjkiLCJ0eXAiOiJKV1QifQ.eyJ1c2VyX2lkIjoiNDIifQ.c2ln"
+_USER = {
+    "id": "42",
+    "username": "alice",
+    "date_joined": "2026-11-27T21:00:00Z",
+    "last_login": "2026-11-27T21:05:00Z",
+}
+CREDENTIALS_EXAMPLE = OpenApiExample(
+    "Credentials",
+    value={"username": "alice", "password": "correct horse battery staple"},
+    request_only=True,
+)
+TOKEN_PAIR_EXAMPLES = [
+    OpenApiExample(
+        "Signed in",
+        value={"token": _TOKEN, "refresh": _TOKEN, "user": _USER},
+        response_only=True,
+        status_codes=[status_code],
+    )
+    for status_code in ("200", "201")
+]
+REFRESH_EXAMPLES = [
+    OpenApiExample("Refresh token", value={"refresh": _TOKEN}, request_only=True),
+    OpenApiExample("New pair", value={"token": _TOKEN, "refresh": _TOKEN}, response_only=True),
+]
+USER_EXAMPLE = OpenApiExample("Profile", value=_USER, response_only=True)
+
 
 def _caller_id(request: Request) -> str:
     """The id the gateway vouched for (common.context.ContextUser.id, a string)."""
@@ -59,6 +87,7 @@ class RegisterView(PublicAPIView):
         summary="Create a user and sign in",
         request=CredentialsSerializer,
         responses={201: TokenPairSerializer, 400: BAD_REQUEST, 413: TOO_LARGE, 429: THROTTLED},
+        examples=[CREDENTIALS_EXAMPLE, *TOKEN_PAIR_EXAMPLES],
     )
     def post(self, request: Request) -> Response:
         serializer = CredentialsSerializer(data=request.data)
@@ -84,6 +113,7 @@ class LoginView(PublicAPIView):
             413: TOO_LARGE,
             429: THROTTLED,
         },
+        examples=[CREDENTIALS_EXAMPLE, *TOKEN_PAIR_EXAMPLES],
     )
     def post(self, request: Request) -> Response:
         serializer = LoginSerializer(data=request.data)
@@ -100,6 +130,7 @@ class RefreshView(PublicAPIView):
         operation_id="auth_refresh",
         summary="Rotate a refresh token: new access and refresh tokens",
         request=RefreshInputSerializer,
+        examples=REFRESH_EXAMPLES,
         responses={
             200: RefreshOutputSerializer,
             400: BAD_REQUEST,
@@ -149,6 +180,7 @@ class MeView(AuthAPIView):
         operation_id="auth_me_retrieve",
         summary="The caller's profile",
         responses={200: UserSerializer, 401: UNAUTHORIZED},
+        examples=[USER_EXAMPLE],
     )
     def get(self, request: Request) -> Response:
         user = selectors.user_get(user_id=_caller_id(request))

@@ -4,13 +4,29 @@ from pathlib import Path
 
 from corsheaders.defaults import default_headers
 
-from common.settings import defaults, env, env_float, env_int, env_list, env_str
+from common.settings import defaults, env, env_bool, env_float, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 globals().update(defaults(service="gateway", base_dir=BASE_DIR, project="gateway_project"))
 
 INSTALLED_APPS += ["corsheaders", "proxy"]  # type: ignore[name-defined]  # noqa: F821
+# The merged public API docs (Swagger UI / ReDoc assets from the sidecar, served locally).
+INSTALLED_APPS += ["apidocs"]  # type: ignore[name-defined]
+# Browser sign-in for the browsable API (cookie + CSRF, HTML only): see browser/__init__.py.
+INSTALLED_APPS += ["browser"]  # type: ignore[name-defined]
+MIDDLEWARE.insert(  # type: ignore[name-defined]  # noqa: F821
+    MIDDLEWARE.index("django_prometheus.middleware.PrometheusAfterMiddleware"),  # type: ignore[name-defined]  # noqa: F821
+    "django.middleware.csrf.CsrfViewMiddleware",
+)
+# true when browsers reach the gateway over HTTPS (cookies get Secure; automatic on is_secure())
+BROWSER_COOKIE_SECURE = env_bool("BROWSER_COOKIE_SECURE", False)
+# Own name: the services' csrftoken cookies (analysis admin) must never overwrite the gateway's.
+CSRF_COOKIE_NAME = "gateway_csrftoken"
+CSRF_COOKIE_HTTPONLY = True  # the token reaches pages in the HTML, never through JavaScript
+CSRF_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SECURE = BROWSER_COOKIE_SECURE
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 # common's Content-Length check, counted in the gateway's rejection metric.
 MIDDLEWARE[  # type: ignore[name-defined]  # noqa: F821
     MIDDLEWARE.index("common.request_id.BodySizeLimitMiddleware")  # type: ignore[name-defined]  # noqa: F821

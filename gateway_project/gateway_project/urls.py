@@ -4,6 +4,10 @@ from django.urls import include, path
 
 urlpatterns = [
     path("", include("common.urls")),
+    # Public API docs: before the proxy, /api/schema, /api/docs and /api/redoc are the gateway's.
+    path("", include("apidocs.urls")),
+    # Browser sign-in/out for the browsable API (before the proxy: /api/browser/...).
+    path("api/browser/", include("browser.urls")),
     path("", include("proxy.urls")),
 ]
 

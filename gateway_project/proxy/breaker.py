@@ -17,6 +17,13 @@ Design decisions:
   probe's success closes the breaker, its failure re-opens it for another ``reset_timeout``.
 * **What counts as a failure:** connection errors, timeouts and 5xx answers only (see
   ``is_failure``); a 4xx is the caller's problem and never trips the breaker.
+* **Closed state cached per worker.** With ``state_cache_seconds`` > 0 (the gateway uses
+  ``BREAKER_STATE_CACHE_SECONDS``, 0.5 s by default) a worker that read "closed, no failures"
+  trusts that answer for that long instead of asking Redis on every request (one Redis round
+  trip less per proxied request; see docs/performance.md). A failure this worker sees drops
+  the cached answer at once (its counting and tripping always go to Redis), so only a trip
+  made by *another* worker reaches this one up to ``state_cache_seconds`` late. Open and
+  half-open are never cached.
 * **Redis down:** the breaker behaves as closed (requests go through and succeed or fail on
   their own), logged as a warning at most every few seconds, and asks Redis again only after a
   short back-off so a black-holed Redis does not add its timeout to every request; it never
@@ -217,6 +224,7 @@ class UpstreamBreaker(pybreaker.CircuitBreaker):
         redis: Redis | None = None,
         namespace: str | None = None,
         probe_ttl: float = 30.0,
+        state_cache_seconds: float = 0.0,
     ) -> None:
         storage: MemoryStorage | RedisStorage
         if redis is not None:
@@ -238,6 +246,8 @@ class UpstreamBreaker(pybreaker.CircuitBreaker):
         self.storage = storage
         self._gauge = metrics.breaker_state.labels(upstream=name)
         self._gauge_value = -1
+        self._state_cache_seconds = state_cache_seconds
+        self._closed_until = 0.0  # monotonic time until which "closed, 0 failures" is trusted
         self._observe(storage.snapshot()[0])
 
     # -- helpers -----------------------------------------------------------------------------
@@ -270,8 +280,20 @@ class UpstreamBreaker(pybreaker.CircuitBreaker):
 
     # -- the call ----------------------------------------------------------------------------
 
-    def call(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    def _snapshot(self) -> tuple[str, int]:
+        """(state, failures), from this worker's cache while a "closed, 0" answer is fresh."""
+        if self._state_cache_seconds <= 0:
+            return self.storage.snapshot()
+        now = time.monotonic()
+        if now < self._closed_until:
+            return CLOSED, 0
         state, failures = self.storage.snapshot()
+        if state == CLOSED and failures == 0:
+            self._closed_until = now + self._state_cache_seconds
+        return state, failures
+
+    def call(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        state, failures = self._snapshot()
         self._observe(state)
         if state == CLOSED:
             return self._call_closed(failures, func, *args, **kwargs)
@@ -286,6 +308,7 @@ class UpstreamBreaker(pybreaker.CircuitBreaker):
             result = func(*args, **kwargs)
         except BaseException as exc:
             if is_failure(exc):
+                self._closed_until = 0.0  # ask Redis again from the next call on
                 # The state is read only once the threshold is reached (rare), so a worker
                 # that lost the race to open it does not report a second transition.
                 count = self.storage.increment_and_get()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
@@ -23,6 +24,13 @@ logger = logging.getLogger(__name__)
 
 _WARN_EVERY = 10.0
 _last_warning = 0.0
+
+
+def _redis_client() -> Any:
+    """The raw redis-py client behind a django-redis default cache, else None."""
+    client = getattr(cache, "client", None)
+    get_client = getattr(client, "get_client", None)
+    return get_client(write=True) if get_client is not None else None
 
 
 class FixedWindowRateThrottle(SimpleRateThrottle):
@@ -54,6 +62,15 @@ class FixedWindowRateThrottle(SimpleRateThrottle):
         return True
 
     def _hit(self, key: str) -> int:
+        client = _redis_client()
+        if client is not None:
+            # One round trip, no script: create the window's counter with its expiry if it is
+            # new, then count (django-redis' incr sends a Lua script, and a miss costs two more).
+            full = cache.make_key(key)
+            pipe = client.pipeline(transaction=False)
+            pipe.set(full, 0, ex=int(self.duration or 1) + 1, nx=True)
+            pipe.incr(full)
+            return int(pipe.execute()[1])
         try:
             return int(cache.incr(key))
         except ValueError:  # first hit of the window

@@ -19,6 +19,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from requests.adapters import HTTPAdapter
 
+from common.settings import env_float
 from proxy.breaker import UpstreamBreaker
 
 _RESET_ON = {
@@ -28,6 +29,7 @@ _RESET_ON = {
     "BREAKER_FAIL_MAX",
     "BREAKER_RESET_TIMEOUT",
     "UPSTREAM_POOL_SIZE",
+    "BREAKER_STATE_CACHE_SECONDS",
 }
 
 
@@ -77,6 +79,15 @@ def breaker_namespace(name: str) -> str:
     return f"{settings.CACHE_KEY_PREFIX}:gateway:breaker:{name}"
 
 
+def breaker_state_cache_seconds() -> float:
+    """``BREAKER_STATE_CACHE_SECONDS`` (setting, else environment; 0.5 s): how long a worker
+    trusts a "closed" breaker state read from Redis (see proxy/breaker.py)."""
+    value = getattr(settings, "BREAKER_STATE_CACHE_SECONDS", None)
+    if value is None:
+        return env_float("BREAKER_STATE_CACHE_SECONDS", 0.5)
+    return float(value)
+
+
 def build_breaker(name: str, *, probe_ttl: float) -> UpstreamBreaker:
     """A breaker for ``name`` on the configured storage (Redis when REDIS_URL is set)."""
     client = None
@@ -97,6 +108,7 @@ def build_breaker(name: str, *, probe_ttl: float) -> UpstreamBreaker:
         redis=client,
         namespace=breaker_namespace(name),
         probe_ttl=probe_ttl,
+        state_cache_seconds=breaker_state_cache_seconds() if client is not None else 0.0,
     )
 
 

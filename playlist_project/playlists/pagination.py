@@ -12,10 +12,15 @@ from playlists.exceptions import LIMIT_INVALID, OFFSET_INVALID
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
+MAX_OFFSET = 999_999_999  # nine digits at most
 
 
 def _parse(raw: Any, *, minimum: int, maximum: int | None) -> int | None:
-    if not isinstance(raw, str) or not raw.isdigit() or len(raw) > 9:
+    if (
+        not isinstance(raw, str)
+        or not (raw.isascii() and raw.isdigit())
+        or len(raw) > len(str(MAX_OFFSET))
+    ):
         return None
     value = int(raw)
     if value < minimum or (maximum is not None and value > maximum):
@@ -46,6 +51,17 @@ class PlaylistPagination(LimitOffsetPagination):
         if value is None:
             raise ValidationError({"offset": [OFFSET_INVALID]})
         return value
+
+    def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
+        """The bounds ``get_limit``/``get_offset`` enforce, so clients know what answers 400."""
+        parameters = super().get_schema_operation_parameters(view)
+        bounds = {
+            self.limit_query_param: {"minimum": 1, "maximum": self.max_limit},
+            self.offset_query_param: {"minimum": 0, "maximum": MAX_OFFSET},
+        }
+        for parameter in parameters:
+            parameter["schema"].update(bounds.get(parameter["name"], {}))
+        return parameters
 
     def validate(self, request: Request) -> tuple[int, int]:
         """Check limit and offset before anything is read (bad values answer 400)."""

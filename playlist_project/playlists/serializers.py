@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
+from drf_spectacular.extensions import OpenApiSerializerFieldExtension
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from playlists.documents import DESCRIPTION_MAX, NAME_MAX, TEXT_MAX, TITLE_MAX
@@ -12,24 +14,38 @@ from playlists.documents import DESCRIPTION_MAX, NAME_MAX, TEXT_MAX, TITLE_MAX
 DURATION_MAX_MS = 2**31 - 1
 
 
+class StrictCharField(serializers.CharField):
+    """A string, and only a string: DRF's CharField would store the number 0 as "0"."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return str(super().to_internal_value(data))
+
+
+class StrictIntegerField(serializers.IntegerField):
+    """A JSON integer, and only that: DRF's IntegerField also takes "5" and 5.0."""
+
+    def to_internal_value(self, data: Any) -> int:
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid")
+        return int(super().to_internal_value(data))
+
+
 class TrackSerializer(serializers.Serializer):
     """A track; on input a plain string is accepted as ``{"title": <string>}``."""
 
-    title = serializers.CharField(max_length=TITLE_MAX)
-    artist = serializers.CharField(
-        max_length=TEXT_MAX, required=False, allow_null=True, allow_blank=True
-    )
-    album = serializers.CharField(
-        max_length=TEXT_MAX, required=False, allow_null=True, allow_blank=True
-    )
-    genre = serializers.CharField(
+    title = StrictCharField(max_length=TITLE_MAX)
+    artist = StrictCharField(max_length=TEXT_MAX, required=False, allow_null=True, allow_blank=True)
+    album = StrictCharField(max_length=TEXT_MAX, required=False, allow_null=True, allow_blank=True)
+    genre = StrictCharField(
         max_length=TEXT_MAX,
         required=False,
         allow_null=True,
         allow_blank=True,
         help_text="Stored normalised: trimmed, lower case.",
     )
-    duration_ms = serializers.IntegerField(
+    duration_ms = StrictIntegerField(
         min_value=0, max_value=DURATION_MAX_MS, required=False, allow_null=True
     )
 
@@ -45,14 +61,38 @@ class TrackSerializer(serializers.Serializer):
         return {key: item for key, item in value.items() if item is not None}
 
 
+class TrackInputListSerializer(serializers.ListSerializer):
+    """Tracks on input: each a track object or just its title."""
+
+
+class TrackInputSerializer(TrackSerializer):
+    class Meta:
+        list_serializer_class = TrackInputListSerializer
+
+
+class TrackInputListSchema(OpenApiSerializerFieldExtension):
+    """Documents both track forms (schemathesis found only the object one documented)."""
+
+    target_class = TrackInputListSerializer
+
+    def map_serializer_field(self, auto_schema: Any, direction: Any) -> dict[str, Any]:
+        track = auto_schema.resolve_serializer(TrackSerializer, direction)
+        title = {"type": "string", "minLength": 1, "maxLength": TITLE_MAX}
+        return {
+            "type": "array",
+            "items": {"oneOf": [track.ref, title]},
+            "maxItems": settings.PLAYLIST_MAX_TRACKS,
+        }
+
+
 class PlaylistWriteSerializer(serializers.Serializer):
     """Body of POST and PUT (all of it) and PATCH (any part of it)."""
 
-    name = serializers.CharField(max_length=NAME_MAX)
-    description = serializers.CharField(
+    name = StrictCharField(max_length=NAME_MAX)
+    description = StrictCharField(
         max_length=DESCRIPTION_MAX, required=False, allow_blank=True, default=""
     )
-    tracks = TrackSerializer(
+    tracks = TrackInputSerializer(
         many=True, required=False, default=list, help_text="Track objects or plain title strings."
     )
 
@@ -97,5 +137,18 @@ class ErrorSerializer(serializers.Serializer):
     code = serializers.CharField()
 
 
+@extend_schema_field(
+    {
+        "anyOf": [
+            {"type": "array", "items": {"anyOf": [{"type": "string"}, {"type": "object"}]}},
+            {"type": "object", "description": "Errors of a nested field, keyed by index/name."},
+        ]
+    }
+)
+class FieldErrorsField(serializers.JSONField):
+    """The messages of one field: a list, or nested like ``{"0": {"artist": [...]}}``."""
+
+
 class ValidationErrorSerializer(ErrorSerializer):
-    errors = serializers.DictField(child=serializers.ListField(child=serializers.CharField()))
+    # Absent when the body could not be parsed at all (code "parse_error").
+    errors = serializers.DictField(child=FieldErrorsField(), required=False)

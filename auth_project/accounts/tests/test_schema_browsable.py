@@ -28,6 +28,8 @@ def test_schema_generates_without_warnings_and_validates(tmp_path):
     login = paths["/api/auth/login"]["post"]
     assert {"200", "400", "401", "429"} <= set(login["responses"])
     assert "signedUserContext" in schema["components"]["securitySchemes"]
+    # A body that is not JSON at all answers 400 without field errors.
+    assert "errors" not in schema["components"]["schemas"]["ValidationError"].get("required", [])
 
 
 def test_docs_and_schema_pages_answer(client):

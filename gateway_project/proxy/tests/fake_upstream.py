@@ -125,6 +125,7 @@ class FakeUpstream:
                     self.wfile.write(answer.body)
 
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _handle
+            do_TRACE = do_QUERY = _handle
 
         class Server(ThreadingHTTPServer):
             daemon_threads = True

@@ -339,3 +339,27 @@ def test_unknown_api_path_is_json_404(fake, client, auth_headers):
     assert response.status_code == 404
     assert response.json()["code"] == "not_found"
     assert fake.calls() == []
+
+
+@pytest.mark.parametrize("method", ["TRACE", "QUERY"])
+def test_other_methods_are_answered_by_the_upstream_with_its_allow_header(
+    fake, client, auth_headers, method
+):
+    # Found by schemathesis: the gateway's own 405 had no Allow header (RFC 9110).
+    fake.script = lambda r: Answer(
+        405,
+        [("Content-Type", "application/json"), ("Allow", "GET, HEAD, OPTIONS")],
+        b'{"detail": "Method \\"TRACE\\" not allowed.", "code": "method_not_allowed"}',
+    )
+    response = client.generic(method, "/api/analysis", **auth_headers)
+    assert response.status_code == 405
+    assert response["Allow"] == "GET, HEAD, OPTIONS"
+    [call] = fake.calls()
+    assert call.method == method
+
+
+@pytest.mark.parametrize("method", ["TRACE", "QUERY"])
+def test_other_methods_need_a_token_like_any_other(fake, client, method):
+    response = client.generic(method, "/api/auth/login")
+    assert response.status_code == 401
+    assert fake.calls() == []

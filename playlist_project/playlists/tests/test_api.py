@@ -215,6 +215,10 @@ def test_pagination_links_and_bounds(alice):
         ({"offset": -1}, "offset"),
         ({"offset": "x"}, "offset"),
         ({"offset": "1e3"}, "offset"),
+        # Found by schemathesis: unicode digits passed isdigit() and crashed int() (500).
+        ({"limit": "\u00b2"}, "limit"),
+        ({"offset": "\u0663"}, "offset"),
+        ({"offset": "1" * 10}, "offset"),
     ],
 )
 def test_bad_pagination_is_400_naming_the_parameter(alice, query, field):
@@ -292,3 +296,15 @@ def test_browsable_api_renders_every_endpoint(alice, make_playlist, path):
     html = response.content.decode()
     assert "<form" in html
     assert "POST" in html or "PUT" in html
+
+
+def test_options_describes_a_playlist(alice, bob, make_playlist):
+    # Found by schemathesis: OPTIONS answered 500 (GenericAPIView without get_object).
+    path = f"/api/playlists/{make_playlist()['id']}"
+    mine = alice.client.options(path, headers=alice.headers())
+    assert mine.status_code == 200, mine.content
+    assert "PUT" in mine.json()["actions"]
+    # Someone else's playlist: described, but without the form to replace it.
+    theirs = bob.client.options(path, headers=bob.headers())
+    assert theirs.status_code == 200, theirs.content
+    assert "actions" not in theirs.json()

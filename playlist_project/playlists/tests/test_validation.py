@@ -43,6 +43,13 @@ def nothing_written() -> bool:
         ({"name": "ok", "tracks": [{"title": "t", "duration_ms": "long"}]}, "tracks"),
         ({"name": "ok", "tracks": [{"title": "t", "duration_ms": 2**70}]}, "tracks"),
         ({"name": "ok", "tracks": [{"title": "t", "duration_ms": True}]}, "tracks"),
+        # Found by schemathesis: numbers were taken as strings and strings as integers.
+        ({"name": 0}, "name"),
+        ({"name": "ok", "description": 1.5}, "description"),
+        ({"name": "ok", "tracks": [{"title": 5}]}, "tracks"),
+        ({"name": "ok", "tracks": [{"title": "t", "genre": 0}]}, "tracks"),
+        ({"name": "ok", "tracks": [{"title": "t", "duration_ms": "5"}]}, "tracks"),
+        ({"name": "ok", "tracks": [{"title": "t", "duration_ms": 5.0}]}, "tracks"),
     ],
 )
 def test_bad_create_bodies(alice, body, field):

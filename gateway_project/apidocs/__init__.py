@@ -1,0 +1,1 @@
+"""The gateway's public API documentation: one OpenAPI schema merged from the services."""

@@ -1,0 +1,131 @@
+"""Hot-path shortcuts (docs/performance.md): the per-worker breaker state cache, the pipelined
+throttle counter and the benchmark-only floor endpoint (off by default)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+import redis
+from django.core.cache import cache
+from django.test import Client, override_settings
+
+from common.testing import server_url
+from proxy import bench, upstreams
+from proxy.breaker import BreakerOpenError, UpstreamBreaker, UpstreamServerError
+from proxy.tests.fake_upstream import Answer
+from proxy.throttling import GatewayUserThrottle
+
+FAIL_MAX = 3
+
+
+@pytest.fixture
+def shared_redis():
+    url = server_url("redis")
+    prefix = f"{os.environ.get('CACHE_KEY_PREFIX', 'mstest-local')}-{uuid.uuid4().hex[:8]}"
+    client = redis.Redis.from_url(url)
+    try:
+        yield client, f"{prefix}:gateway:breaker:playlist"
+    finally:
+        for key in client.scan_iter(f"{prefix}:*", count=1000):
+            client.delete(key)
+        client.close()
+
+
+def cached_workers(shared_redis, seconds=60.0):
+    client, namespace = shared_redis
+    return [
+        UpstreamBreaker(
+            name="playlist",
+            fail_max=FAIL_MAX,
+            reset_timeout=60.0,
+            redis=redis.Redis(connection_pool=client.connection_pool),
+            namespace=namespace,
+            probe_ttl=10,
+            state_cache_seconds=seconds,
+        )
+        for _ in range(2)
+    ]
+
+
+def fail():
+    raise UpstreamServerError(Answer(500))
+
+
+def test_cached_closed_state_skips_redis_until_it_expires(shared_redis):
+    worker_a, worker_b = cached_workers(shared_redis)
+    assert worker_b.call(lambda: "warm") == "warm"  # reads "closed, 0" and caches it
+    for _ in range(FAIL_MAX):
+        with pytest.raises(UpstreamServerError):
+            worker_a.call(fail)
+    assert worker_b.current_state == "open"
+    # Within its cache lifetime worker b still lets a call through (the documented lag) ...
+    assert worker_b.call(lambda: "cached") == "cached"
+    # ... and once it has expired it sees the trip made by worker a.
+    worker_b._closed_until = 0.0
+    called = []
+    with pytest.raises(BreakerOpenError):
+        worker_b.call(lambda: called.append(1))
+    assert called == []
+
+
+def test_own_failures_drop_the_cached_state_at_once(shared_redis):
+    (worker,) = cached_workers(shared_redis)[:1]
+    assert worker.call(lambda: "warm") == "warm"
+    for _ in range(FAIL_MAX):
+        with pytest.raises(UpstreamServerError):
+            worker.call(fail)
+    called = []
+    with pytest.raises(BreakerOpenError):
+        worker.call(lambda: called.append(1))
+    assert called == [] and worker.current_state == "open"
+
+
+def test_gateway_breakers_use_the_state_cache_only_with_redis(fake):
+    url = server_url("redis")
+    prefix = f"{os.environ.get('CACHE_KEY_PREFIX', 'mstest-local')}-{uuid.uuid4().hex[:8]}"
+    with override_settings(BREAKER_STATE_CACHE_SECONDS=0.25):
+        assert upstreams.get("playlist").breaker._state_cache_seconds == 0.0  # memory storage
+        with override_settings(REDIS_URL=url, CACHE_KEY_PREFIX=prefix):
+            try:
+                assert upstreams.get("playlist").breaker._state_cache_seconds == 0.25
+            finally:
+                upstreams.reset()
+                client = redis.Redis.from_url(url)
+                for key in client.scan_iter(f"{prefix}:*", count=1000):
+                    client.delete(key)
+                client.close()
+
+
+@pytest.fixture
+def redis_cache():
+    prefix = f"{os.environ.get('CACHE_KEY_PREFIX', 'mstest-local')}-{uuid.uuid4().hex[:8]}"
+    caches = {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": server_url("redis"),
+            "KEY_PREFIX": prefix,
+        }
+    }
+    with override_settings(CACHES=caches):
+        try:
+            yield prefix
+        finally:
+            cache.delete_pattern("*")  # type: ignore[attr-defined]
+
+
+def test_pipelined_counter_counts_and_expires_with_its_window(redis_cache):
+    throttle = GatewayUserThrottle()
+    throttle.duration = 60
+    key = f"throttle_test_{uuid.uuid4().hex}:1"
+    assert [throttle._hit(key) for _ in range(3)] == [1, 2, 3]
+    assert cache.get(key) == 3
+    assert 0 < cache.ttl(key) <= 61  # type: ignore[attr-defined]
+
+
+def test_bench_endpoint_is_off_by_default(fake, auth_headers):
+    assert bench.enabled() is False
+    assert Client().get("/bench/floor", **auth_headers).status_code == 404
+    with override_settings(GATEWAY_BENCH_ENDPOINTS=True):
+        assert bench.enabled() is True
