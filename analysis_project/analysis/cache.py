@@ -1,8 +1,15 @@
 """Cache-aside reads of the analysis API and the keys an event invalidates.
 
 Reads go to the cache first and to the database on a miss; when the cache itself fails
-(Redis down) they go to the database and count a ``fallback``, never a 500. The worker deletes
-the keys a change touches right after its transaction commits.
+(Redis down) they go to the database and count a ``fallback``, never a 500. The worker
+invalidates the keys a change touches right after its transaction commits.
+
+Invalidation bumps a generation counter per key instead of deleting the value. A plain delete
+has a race: a reader that loaded from the database just before the commit could store the old
+value just after the delete, and it would be served for a whole TTL. Here a reader notes the
+generation before it loads and stores the value tagged with it; a value whose generation is no
+longer current is a miss, so a read after an event is processed never shows the old value.
+Generation counters never expire (an expired counter would make old values current again).
 """
 
 from __future__ import annotations
@@ -42,26 +49,37 @@ def user_genres_key(user_id: str) -> str:
     return f"analysis:{KEY_VERSION}:genres:user:{_user(user_id)}"
 
 
+def _generation_key(key: str) -> str:
+    return f"{key}:gen"
+
+
 def cache_read_through(*, key: str, load: Callable[[], T]) -> T:
     """The cached value of ``key``, else ``load()`` (stored for the configured TTL)."""
+    generation_key = _generation_key(key)
     try:
-        value = cache.get(key)
+        found = cache.get_many([key, generation_key])
     except CACHE_ERRORS as exc:
         metrics.cache_requests.labels(result=metrics.FALLBACK).inc()
         logger.warning("cache unavailable, reading from the database: %s", exc)
         return load()
-    if value is not None:
+    generation = found.get(generation_key, 0)
+    entry = found.get(key)
+    if isinstance(entry, tuple) and len(entry) == 2 and entry[0] == generation:
         metrics.cache_requests.labels(result=metrics.HIT).inc()
-        return value  # type: ignore[no-any-return]
+        return entry[1]  # type: ignore[no-any-return]
     metrics.cache_requests.labels(result=metrics.MISS).inc()
     value = load()
     try:
-        cache.set(key, value)
+        cache.set(key, (generation, value))
     except CACHE_ERRORS as exc:
         logger.warning("cache unavailable, value not stored: %s", exc)
     return value
 
 
 def cache_invalidate(*, keys: Iterable[str]) -> None:
-    """Delete ``keys``; raises when the cache is unreachable (the worker retries)."""
-    cache.delete_many(list(keys))
+    """Make the values of ``keys`` stale; raises when the cache is unreachable (the worker
+    retries)."""
+    for key in keys:
+        generation_key = _generation_key(key)
+        cache.add(generation_key, 0, timeout=None)
+        cache.incr(generation_key)

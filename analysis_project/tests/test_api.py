@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from analysis.cache import GLOBAL_GENRES_KEY, summary_key
+from analysis.cache import GLOBAL_GENRES_KEY, cache_invalidate, cache_read_through, summary_key
 from analysis.models import UserStats
 from analysis.services import event_process
 from django.core.cache import cache
@@ -136,12 +136,26 @@ def test_reads_are_cached_and_an_event_invalidates_them(api, process):
     process(envelope(PLAYLIST_CREATED, "u1"))
     misses, hits = cache_requests("miss"), cache_requests("hit")
     assert api("u1").get("/api/analysis").json()["playlists_created"] == 1
-    assert cache.get(summary_key("u1"))["playlists_created"] == 1
+    generation, cached = cache.get(summary_key("u1"))
+    assert cached["playlists_created"] == 1
     assert api("u1").get("/api/analysis").json()["playlists_created"] == 1
     assert (cache_requests("miss"), cache_requests("hit")) == (misses + 1, hits + 1)
     process(envelope(PLAYLIST_CREATED, "u1"))
-    assert cache.get(summary_key("u1")) is None
+    assert cache.get(summary_key("u1") + ":gen") == generation + 1  # the entry is stale now
     assert api("u1").get("/api/analysis").json()["playlists_created"] == 2
+
+
+def test_a_value_loaded_before_a_commit_is_never_served_after_it():
+    """The cache-aside race: load (old) -> commit + invalidate -> store (old). Not served."""
+    key = "analysis:test:race"
+
+    def load_then_commit_elsewhere():
+        cache_invalidate(keys=[key])  # the worker commits and invalidates during our load
+        return "old"
+
+    assert cache_read_through(key=key, load=load_then_commit_elsewhere) == "old"
+    assert cache_read_through(key=key, load=lambda: "new") == "new"
+    assert cache_read_through(key=key, load=lambda: "unused") == "new"  # now a hit
 
 
 def test_a_play_invalidates_global_genres(api, process):
