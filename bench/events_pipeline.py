@@ -10,13 +10,24 @@ events/s processed and the p50/p99 lag from ``occurred_at`` to the counter commi
 
 It makes its own RabbitMQ vhost (rabbitmqctl) and PostgreSQL database and removes both at the
 end. ``--rate`` publishes at a fixed rate (lag without a backlog); without it the publishers go
-as fast as they can (throughput; the lag then includes the time spent queued).
+as fast as they can (throughput; the lag then includes the time spent queued). Publishers are
+processes (``--publishers``) using the platform's ``publish_envelope`` with one publisher
+confirm at a time each; on a 2-core machine they, not the workers, then set the pace (events/s
+close to publish/s): ``--no-confirm`` publishes without waiting for confirms, ``--backlog``
+publishes everything first and measures how fast the workers drain the queue. Every run checks
+that the counters in the database are exactly what the events add up to ("exact") and prints
+the 1-minute load average (the machine may be shared).
+
+    .venv/bin/python bench/events_pipeline.py --events 10000 --rate 500          # lag at 500/s
+    .venv/bin/python bench/events_pipeline.py --events 10000 --no-confirm --publishers 6
+    .venv/bin/python bench/events_pipeline.py --events 20000 --backlog --publishers 8
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import multiprocessing
 import os
 import random
 import secrets
@@ -27,9 +38,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
+import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,13 +49,16 @@ sys.path[:0] = [str(ROOT)]
 
 import psycopg  # noqa: E402
 from celery import Celery  # noqa: E402
+from kombu import Connection, Producer  # noqa: E402
 
 from common.celery_utils import publish_envelope  # noqa: E402
 from common.events import (  # noqa: E402
     PLAYLIST_CREATED,
     PLAYLIST_DELETED,
+    ROUTES,
     TRACK_PLAYED,
     make_envelope,
+    task_headers,
 )
 
 GENRES = ["rock", "jazz", "pop", "hip hop", "classical", "electronic"]
@@ -71,6 +85,47 @@ def events_for(count: int, users: int) -> list[dict]:
         data = {"genre": rng.choice(GENRES)} if kind == TRACK_PLAYED else {"playlist_id": "p"}
         out.append((kind, user, data))
     return out
+
+
+def _publish_chunk(amqp_url: str, chunk: list[tuple], interval: float, confirm: bool) -> None:
+    """With ``confirm``: the platform's publish_envelope, one confirm at a time. Without: the
+    same Celery protocol-2 messages (same headers and body) through one kombu producer, no
+    confirms and no per-message producer pool, argument repr or queue declaration, so that
+    the publishers, which share the 2 cores with the workers, cost less CPU."""
+    app = Celery("bench-publisher", set_as_current=False)
+    app.conf.update(
+        broker_url=amqp_url,
+        task_serializer="json",
+        broker_transport_options={"confirm_publish": confirm},
+    )
+    next_at = time.monotonic()
+    with contextlib.ExitStack() as stack:
+        producer = None
+        if not confirm:
+            conn = stack.enter_context(Connection(amqp_url))
+            producer = Producer(conn.channel(), serializer="json")
+        for kind, user, data in chunk:
+            if interval:
+                next_at += interval
+                time.sleep(max(0.0, next_at - time.monotonic()))
+            envelope = make_envelope(kind, user_id=user, data=data)
+            if producer is None:
+                publish_envelope(app, envelope)
+                continue
+            for task_name, queue in ROUTES[kind]:
+                task_id = str(uuid.uuid4())
+                message = app.amqp.as_task_v2(
+                    task_id, task_name, args=[envelope], kwargs={}, argsrepr="", kwargsrepr=""
+                )
+                producer.publish(
+                    message.body,
+                    exchange=queue.exchange,
+                    routing_key=queue.routing_key,
+                    headers={**message.headers, **task_headers(envelope)},
+                    delivery_mode=2,
+                    **message.properties,
+                )
+    app.close()
 
 
 class Bench:
@@ -202,30 +257,25 @@ class Bench:
 
     # ----------------------------------------------------------------- one run
 
-    def publish(self, events: list[tuple], threads: int, rate: float) -> None:
-        chunks = [events[i::threads] for i in range(threads)]
-        per_thread_interval = threads / rate if rate else 0.0
-
-        def run(chunk: list[tuple]) -> None:
-            app = Celery("bench-publisher", set_as_current=False)
-            app.conf.update(
-                broker_url=self.amqp_url,
-                task_serializer="json",
-                broker_transport_options={"confirm_publish": True},
+    def publish(self, events: list[tuple], processes: int, rate: float) -> None:
+        """Publish ``events`` from ``processes`` processes (one confirm at a time each, as
+        the playlist outbox relay does), at ``rate`` events/s overall (0: flat out)."""
+        chunks = [events[i::processes] for i in range(processes)]
+        interval = processes / rate if rate else 0.0
+        context = multiprocessing.get_context("fork")
+        pool = [
+            context.Process(
+                target=_publish_chunk,
+                args=(self.amqp_url, chunk, interval, not self.args.no_confirm),
             )
-            next_at = time.monotonic()
-            for kind, user, data in chunk:
-                if per_thread_interval:
-                    next_at += per_thread_interval
-                    time.sleep(max(0.0, next_at - time.monotonic()))
-                publish_envelope(app, make_envelope(kind, user_id=user, data=data))
-            app.close()
-
-        pool = [threading.Thread(target=run, args=(chunk,)) for chunk in chunks]
-        for thread in pool:
-            thread.start()
-        for thread in pool:
-            thread.join()
+            for chunk in chunks
+        ]
+        for proc in pool:
+            proc.start()
+        for proc in pool:
+            proc.join()
+            if proc.exitcode:
+                raise SystemExit(f"a publisher failed (exit code {proc.exitcode})")
 
     def run(self, workers: int) -> dict[str, float]:
         with psycopg.connect(self.db_url, autocommit=True) as conn:
@@ -233,11 +283,18 @@ class Bench:
                 "TRUNCATE analysis_processedevent, analysis_userstats, "
                 "analysis_usergenreplays, analysis_genreplays"
             )
-        self.start_workers(workers)
         events = events_for(self.args.events, self.args.users)
-        started = time.time()
-        self.publish(events, self.args.publishers, self.args.rate)
-        published = time.time()
+        load = os.getloadavg()[0]  # the machine is shared: recorded with the figures
+        if self.args.backlog:  # publish everything first, then measure the drain
+            self.publish(events, self.args.publishers, self.args.rate)
+            published = time.time()
+            self.start_workers(workers)
+            started = time.time()
+        else:
+            self.start_workers(workers)
+            started = time.time()
+            self.publish(events, self.args.publishers, self.args.rate)
+            published = time.time()
         deadline = time.monotonic() + self.args.timeout
         with psycopg.connect(self.db_url, autocommit=True) as conn:
             while True:
@@ -251,17 +308,47 @@ class Bench:
                 "SELECT EXTRACT(EPOCH FROM processed_at - occurred_at), "
                 "EXTRACT(EPOCH FROM processed_at) FROM analysis_processedevent"
             ).fetchall()
+            exact = self.counts_exact(conn, events)
         self.stop_workers()
         lags = [float(lag) for lag, _ in rows]
         finished = max(float(at) for _, at in rows)
+        if self.args.backlog:  # from the first commit (workers started) to the last
+            started = min(float(at) for _, at in rows)
         return {
             "events": len(events),
             "seconds": finished - started,
             "events_per_s": len(events) / (finished - started),
-            "publish_per_s": len(events) / (published - started),
+            "publish_per_s": len(events) / max(abs(published - started), 1e-9)
+            if not self.args.backlog
+            else 0.0,
             "lag_p50_ms": statistics.median(lags) * 1000,
             "lag_p99_ms": percentile(lags, 99) * 1000,
+            "load": load,
+            "exact": exact,
         }
+
+    @staticmethod
+    def counts_exact(conn: psycopg.Connection, events: list[tuple]) -> bool:
+        """The counters in the database are exactly what the events add up to."""
+        want: dict[str, list[int]] = {}
+        genres: dict[str, int] = {}
+        for kind, user, data in events:
+            row = want.setdefault(user, [0, 0, 0, 0])
+            row[0] += kind == PLAYLIST_CREATED
+            row[1] += kind == PLAYLIST_DELETED
+            row[2] += (kind == PLAYLIST_CREATED) - (kind == PLAYLIST_DELETED)
+            if kind == TRACK_PLAYED:
+                row[3] += 1
+                genres[data["genre"]] = genres.get(data["genre"], 0) + 1
+        got = {
+            user: [created, deleted, active, plays]
+            for user, created, deleted, active, plays in conn.execute(
+                "SELECT user_id, playlists_created, playlists_deleted, playlists_active, plays "
+                "FROM analysis_userstats"
+            )
+        }
+        got_genres = dict(conn.execute("SELECT genre, plays FROM analysis_genreplays").fetchall())
+        return got == want and got_genres == genres
 
 
 def main() -> int:
@@ -275,7 +362,21 @@ def main() -> int:
         default=[1, 2],
         help="worker process counts to measure (each --concurrency 1)",
     )
-    parser.add_argument("--publishers", type=int, default=4, help="publishing threads")
+    parser.add_argument("--publishers", type=int, default=4, help="publishing processes")
+    parser.add_argument(
+        "--no-confirm",
+        action="store_true",
+        help="publish the same task messages through one kombu producer per process without "
+        "waiting for a publisher confirm per message (persistent messages still; a lost one "
+        "would show as a timeout): cheaper publishers that keep up with the workers on a "
+        "2-core machine",
+    )
+    parser.add_argument(
+        "--backlog",
+        action="store_true",
+        help="publish all events before starting the workers and measure how fast they drain "
+        "the queue (events/s from the first commit to the last; lag then includes the wait)",
+    )
     parser.add_argument(
         "--rate", type=float, default=0.0, help="events/s to publish (0: as fast as possible)"
     )
@@ -294,15 +395,31 @@ def main() -> int:
     finally:
         bench.teardown()
     mode = f"publish rate {args.rate:g}/s" if args.rate else "publishers unthrottled"
+    if args.backlog:
+        mode = "backlog drained"
+    mode += f", {args.publishers} publishers" + (" without confirms" if args.no_confirm else "")
     print(
         f"\n{args.events} events, {args.users} users, {mode}, PostgreSQL, RabbitMQ"
         f"{', Redis' if args.redis else ''}"
     )
-    print(f"{'workers':>7} {'events/s':>9} {'publish/s':>9} {'lag p50':>9} {'lag p99':>9}")
+    settings = {
+        name: os.environ.get(name, "default")
+        for name in (
+            "ANALYSIS_BATCH_SIZE",
+            "ANALYSIS_BATCH_WAIT_MS",
+            "CELERY_WORKER_PREFETCH_MULTIPLIER",
+        )
+    }
+    print("worker settings: " + ", ".join(f"{k}={v}" for k, v in settings.items()))
+    print(
+        f"{'workers':>7} {'events/s':>9} {'publish/s':>9} {'lag p50':>9} {'lag p99':>9} "
+        f"{'load 1m':>8} {'counts':>7}"
+    )
     for count, r in results:
         print(
             f"{count:>7} {r['events_per_s']:>9.0f} {r['publish_per_s']:>9.0f} "
-            f"{r['lag_p50_ms']:>7.0f}ms {r['lag_p99_ms']:>7.0f}ms"
+            f"{r['lag_p50_ms']:>7.0f}ms {r['lag_p99_ms']:>7.0f}ms {r['load']:>8.2f} "
+            f"{'exact' if r['exact'] else 'WRONG':>7}"
         )
     print("\nrerun: .venv/bin/python bench/events_pipeline.py " + " ".join(sys.argv[1:]))
     return 0

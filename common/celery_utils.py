@@ -73,6 +73,10 @@ def publish_envelope(app: Celery, envelope: dict[str, Any]) -> None:
             exchange=queue.exchange,
             routing_key=queue.routing_key,
             headers=events.task_headers(envelope),
+            # Celery would saferepr() the whole envelope for Flower and logs: costly, and
+            # the ids say what a reader needs.
+            argsrepr=f"({envelope['type']} {envelope['event_id']})",
+            kwargsrepr="{}",
             delivery_mode=2,
             retry=False,
         )

@@ -81,5 +81,8 @@ def cache_invalidate(*, keys: Iterable[str]) -> None:
     retries)."""
     for key in keys:
         generation_key = _generation_key(key)
-        cache.add(generation_key, 0, timeout=None)
-        cache.incr(generation_key)
+        try:
+            cache.incr(generation_key)
+        except ValueError:  # no counter yet: start one (add() is atomic; a racing incr wins)
+            if not cache.add(generation_key, 1, timeout=None):
+                cache.incr(generation_key)

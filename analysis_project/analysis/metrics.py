@@ -45,5 +45,5 @@ def type_label(event_type: object) -> str:
     return event_type if isinstance(event_type, str) and event_type in EVENT_TYPES else INVALID_TYPE
 
 
-def count_event(event_type: object, outcome: str) -> None:
-    events_processed.labels(type=type_label(event_type), outcome=outcome).inc()
+def count_event(event_type: object, outcome: str, count: int = 1) -> None:
+    events_processed.labels(type=type_label(event_type), outcome=outcome).inc(count)

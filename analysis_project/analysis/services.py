@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import IntegrityError, models, transaction
+from django.db import IntegrityError, connection, models, transaction
 from django.db.models import F, Value
 from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
@@ -27,7 +30,8 @@ from analysis.models import (
     UserGenrePlays,
     UserStats,
 )
-from common import events
+from common import events, log_context
+from common import events as events_module
 from common.events import InvalidEnvelope, parse_occurred_at, validate_envelope
 
 logger = logging.getLogger(__name__)
@@ -161,64 +165,293 @@ _KEYS: dict[str, Callable[[str], list[str]]] = {
 }
 
 
+@dataclass(frozen=True)
+class ParsedEvent:
+    """A validated envelope, ready to count."""
+
+    event_id: uuid.UUID
+    event_type: str
+    user_id: str
+    occurred_at: datetime
+    data: dict[str, Any]
+    request_id: str | None = None
+
+    def cache_keys(self) -> list[str]:
+        """Cache keys the event touches."""
+        return _KEYS[self.event_type](self.user_id)
+
+
+def event_parse(*, envelope: Any) -> ParsedEvent:
+    """Validate ``envelope``; raises InvalidEnvelope for a malformed one or an unknown type."""
+    envelope = validate_envelope(envelope)
+    user_id: str = envelope["user_id"]
+    if len(user_id) > USER_ID_MAX_LENGTH:
+        raise InvalidEnvelope(ERROR_USER_ID_TOO_LONG)
+    request_id = envelope.get("request_id")
+    return ParsedEvent(
+        event_id=uuid.UUID(str(envelope["event_id"])),
+        event_type=envelope["type"],
+        user_id=user_id,
+        occurred_at=parse_occurred_at(str(envelope["occurred_at"])),
+        data=envelope["data"],
+        request_id=request_id if isinstance(request_id, str) and request_id else None,
+    )
+
+
 def event_process(*, envelope: Any) -> str:
     """Count one event envelope exactly once; return ``"ok"`` or ``"duplicate"``.
 
-    The record of the event and its counter changes commit in one transaction; a second
-    delivery of the same ``event_id`` changes nothing. The cache keys the event touches are
-    deleted right after the commit (a cache failure raises, so the caller retries, and the
-    retry, a duplicate, invalidates again). Raises InvalidEnvelope for a malformed envelope
-    or an unknown type, and database/cache errors for the caller to retry.
+    Raises InvalidEnvelope for a malformed envelope or an unknown type, and database/cache
+    errors for the caller to retry (see :func:`events_process`).
     """
-    envelope = validate_envelope(envelope)
-    event_type: str = envelope["type"]
-    user_id: str = envelope["user_id"]
-    event_id = str(envelope["event_id"])
-    if len(user_id) > USER_ID_MAX_LENGTH:
-        raise InvalidEnvelope(ERROR_USER_ID_TOO_LONG)
-    occurred_at = parse_occurred_at(str(envelope["occurred_at"]))
-    data: dict[str, Any] = envelope["data"]
-    keys = _KEYS[event_type](user_id)
+    return events_process(events=[event_parse(envelope=envelope)])[0]
+
+
+def events_process(*, events: Sequence[ParsedEvent]) -> list[str]:
+    """Count a batch of parsed events exactly once, in ONE transaction; outcomes in order.
+
+    The records of the events (a bulk insert that skips event ids already recorded, so a
+    second delivery of an ``event_id`` changes nothing) and their counter changes (one
+    atomic upsert per table, ``col = col + n``) commit together. Right after the commit the
+    cache keys of every event of the batch (duplicates too: a redelivery after a failed
+    invalidation completes it) are deleted in one call; a cache failure then raises, so the
+    caller retries and the retry, a duplicate, invalidates again. Database errors raise
+    before anything is committed.
+    """
+    if not events:
+        return []
     now = timezone.now()
-    outcome = metrics.OK
+    outcomes: list[str] = []
     with transaction.atomic():
-        try:
-            with transaction.atomic():
-                ProcessedEvent.objects.create(
-                    event_id=event_id,
-                    type=event_type,
-                    user_id=user_id,
-                    occurred_at=occurred_at,
-                    processed_at=now,
-                )
-        except IntegrityError:
-            outcome = metrics.DUPLICATE
-        else:
-            HANDLERS[event_type](user_id=user_id, occurred_at=occurred_at, now=now, data=data)
-        transaction.on_commit(
-            lambda: _committed(
-                event_type=event_type,
-                event_id=event_id,
-                user_id=user_id,
-                occurred_at=occurred_at,
-                outcome=outcome,
+        new_ids = _record(events, now)
+        fresh: list[ParsedEvent] = []
+        for event in events:
+            if event.event_id in new_ids:
+                new_ids.discard(event.event_id)  # a second copy in the same batch: duplicate
+                fresh.append(event)
+                outcomes.append(metrics.OK)
+            else:
+                outcomes.append(metrics.DUPLICATE)
+        _apply(fresh, now)
+        done = list(zip(events, outcomes, strict=True))
+        transaction.on_commit(lambda: _committed(done))
+    return outcomes
+
+
+def _field(model: type[models.Model], name: str) -> models.Field[Any, Any]:
+    field = model._meta.get_field(name)
+    assert isinstance(field, models.Field)  # a concrete column, never a relation
+    return field
+
+
+def _quote(name: str | None) -> str:
+    return str(connection.ops.quote_name(str(name)))
+
+
+def _record(events: Sequence[ParsedEvent], now: datetime) -> set[uuid.UUID]:
+    """Insert the events' ids (ordered, so concurrent batches lock in the same order);
+    return the ids that were new."""
+    meta = ProcessedEvent._meta
+    fields = [_field(ProcessedEvent, name) for name in ("event_id", "type", "user_id")]
+    occurred = _field(ProcessedEvent, "occurred_at")
+    processed = _field(ProcessedEvent, "processed_at")
+    unique = {event.event_id: event for event in events}
+    rows = []
+    params: list[Any] = []
+    for event_id in sorted(unique):
+        event = unique[event_id]
+        rows.append("(%s, %s, %s, %s, %s)")
+        params += [
+            fields[0].get_db_prep_value(event_id, connection),
+            event.event_type,
+            event.user_id,
+            occurred.get_db_prep_value(event.occurred_at, connection),
+            processed.get_db_prep_value(now, connection),
+        ]
+    quote = _quote
+    columns = ", ".join(quote(f.column) for f in (*fields, occurred, processed))
+    key = quote(fields[0].column)
+    # Only quoted identifiers of the model and placeholders are formatted in; values are bound.
+    sql = (
+        f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES {', '.join(rows)} "  # noqa: S608
+        f"ON CONFLICT ({key}) DO NOTHING RETURNING {key}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        inserted = cursor.fetchall()
+    return {v if isinstance(v, uuid.UUID) else uuid.UUID(str(v)) for (v,) in inserted}
+
+
+def _apply(events: Sequence[ParsedEvent], now: datetime) -> None:
+    """The counter changes of ``events`` (in order where order matters: a user deletion)."""
+    if connection.vendor != "postgresql":
+        for event in events:
+            HANDLERS[event.event_type](
+                user_id=event.user_id, occurred_at=event.occurred_at, now=now, data=event.data
             )
+        return
+    segment: list[ParsedEvent] = []
+    for event in events:
+        if event.event_type == events_module.USER_DELETED:
+            _increments(segment, now)
+            segment = []
+            _user_deleted(user_id=event.user_id, occurred_at=event.occurred_at, now=now, data={})
+        else:
+            segment.append(event)
+    _increments(segment, now)
+
+
+# Counter deltas of each event type that changes user_stats (playlist_updated: none, but
+# it creates the row and moves last_event_at).
+_STATS_DELTAS: dict[str, tuple[int, int, int, int]] = {
+    # created, deleted, active, plays
+    events_module.PLAYLIST_CREATED: (1, 0, 1, 0),
+    events_module.PLAYLIST_DELETED: (0, 1, -1, 0),
+    events_module.PLAYLIST_UPDATED: (0, 0, 0, 0),
+    events_module.TRACK_PLAYED: (0, 0, 0, 1),
+}
+
+
+def _increments(events: Sequence[ParsedEvent], now: datetime) -> None:
+    """Aggregate the deltas of ``events`` and add them with one upsert per table (PostgreSQL).
+
+    ``INSERT .. ON CONFLICT DO UPDATE SET col = col + EXCLUDED.col`` is atomic per row even
+    when another transaction inserts the same row concurrently (no lost update); rows are
+    written in key order so concurrent batches lock them in the same order.
+    """
+    if not events:
+        return
+    stats: dict[str, list[Any]] = {}
+    user_genres: dict[tuple[str, str], int] = defaultdict(int)
+    genres: dict[str, int] = defaultdict(int)
+    for event in events:
+        deltas = _STATS_DELTAS[event.event_type]
+        row = stats.get(event.user_id)
+        if row is None:
+            stats[event.user_id] = [*deltas, event.occurred_at]
+        else:
+            for index, delta in enumerate(deltas):
+                row[index] += delta
+            row[4] = max(row[4], event.occurred_at)
+        if event.event_type == events_module.TRACK_PLAYED:
+            genre = _track_genre(event.data)
+            user_genres[(event.user_id, genre)] += 1
+            genres[genre] += 1
+    _upsert(
+        UserStats,
+        ("user_id",),
+        [(user_id, *stats[user_id], now) for user_id in sorted(stats)],
+        columns=(
+            "playlists_created",
+            "playlists_deleted",
+            "playlists_active",
+            "plays",
+            "last_event_at",
+            "updated_at",
+        ),
+        add=("playlists_created", "playlists_deleted", "playlists_active", "plays"),
+    )
+    if user_genres:
+        _upsert(
+            UserGenrePlays,
+            ("user_id", "genre"),
+            [(*key, user_genres[key]) for key in sorted(user_genres)],
+            columns=("plays",),
+            add=("plays",),
         )
-        transaction.on_commit(lambda: cache_invalidate(keys=keys))
-    return outcome
+        _upsert(
+            GenrePlays,
+            ("genre",),
+            [(genre, genres[genre]) for genre in sorted(genres)],
+            columns=("plays",),
+            add=("plays",),
+        )
 
 
-def _committed(
-    *, event_type: str, event_id: str, user_id: str, occurred_at: datetime, outcome: str
+def _upsert(
+    model: type[models.Model],
+    key: tuple[str, ...],
+    rows: list[tuple[Any, ...]],
+    *,
+    columns: tuple[str, ...],
+    add: tuple[str, ...],
 ) -> None:
-    metrics.count_event(event_type, outcome)
-    extra = {"event_id": event_id, "user_id": user_id, "event_type": event_type}
-    if outcome == metrics.OK:
-        lag = (timezone.now() - occurred_at).total_seconds()
-        metrics.event_lag.observe(max(lag, 0.0))
-        logger.info("counts updated", extra={**extra, "lag_seconds": round(lag, 3)})
-    else:
-        logger.info("duplicate event ignored", extra=extra)
+    meta = model._meta
+    quote = _quote
+    table = quote(meta.db_table)
+    names = (*key, *columns)
+    fields = [_field(model, name) for name in names]
+    params: list[Any] = []
+    for row in rows:
+        params += [
+            field.get_db_prep_value(value, connection)
+            for field, value in zip(fields, row, strict=True)
+        ]
+    placeholder = "(" + ", ".join(["%s"] * len(names)) + ")"
+    sets = []
+    for name in columns:
+        column = quote(_field(model, name).column)
+        if name in add:
+            sets.append(f"{column} = {table}.{column} + EXCLUDED.{column}")
+        elif name == "last_event_at":  # events may arrive out of order: keep the latest
+            sets.append(
+                f"{column} = GREATEST(COALESCE({table}.{column}, EXCLUDED.{column}), "
+                f"EXCLUDED.{column})"
+            )
+        else:
+            sets.append(f"{column} = EXCLUDED.{column}")
+    # Only quoted identifiers of the model and placeholders are formatted in; values are bound.
+    sql = (
+        f"INSERT INTO {table} ({', '.join(quote(f.column) for f in fields)}) "  # noqa: S608
+        f"VALUES {', '.join([placeholder] * len(rows))} "
+        f"ON CONFLICT ({', '.join(quote(_field(model, name).column) for name in key)}) "
+        f"DO UPDATE SET {', '.join(sets)}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+
+
+def _committed(done: list[tuple[ParsedEvent, str]]) -> None:
+    """After the commit: invalidate the batch's cache keys (one call), then count and log."""
+    try:
+        keys: dict[str, None] = {}
+        for event, _ in done:
+            keys.update(dict.fromkeys(event.cache_keys()))
+        cache_invalidate(keys=keys)
+    finally:
+        # The counters committed whatever the cache did: count them (a cache failure
+        # still raises, so the caller retries and the retry is a duplicate).
+        _count_and_log(done)
+
+
+def _count_and_log(done: list[tuple[ParsedEvent, str]]) -> None:
+    tally: dict[tuple[str, str], int] = defaultdict(int)
+    now = timezone.now()
+    for event, outcome in done:
+        tally[(event.event_type, outcome)] += 1
+        extra = {
+            "event_id": str(event.event_id),
+            "user_id": event.user_id,
+            "event_type": event.event_type,
+        }
+        with log_context.bound(
+            request_id=event.request_id or log_context.request_id_var.get(),
+            user_id=event.user_id,
+            event_id=str(event.event_id),
+        ):
+            if outcome == metrics.OK:
+                lag = (now - event.occurred_at).total_seconds()
+                metrics.event_lag.observe(max(lag, 0.0))
+                if _log_info():
+                    logger.info("counts updated", extra={**extra, "lag_seconds": round(lag, 3)})
+            elif _log_info():
+                logger.info("duplicate event ignored", extra=extra)
+    for (event_type, outcome), count in tally.items():
+        metrics.count_event(event_type, outcome, count)
+
+
+def _log_info() -> bool:
+    return logger.isEnabledFor(logging.INFO)
 
 
 def processed_events_prune(*, older_than: timedelta) -> int:

@@ -1,7 +1,8 @@
 """The worker's task: one event envelope in, counters updated exactly once.
 
-At-least-once delivery (late acks, reject on worker lost, prefetch 1) with idempotency by
-``event_id``. Transient errors (database or cache unavailable) retry with exponential backoff
+At-least-once delivery (late acks, reject on worker lost) with idempotency by ``event_id``;
+first deliveries are batched by the worker (analysis.batching), acknowledged after their batch
+committed. Transient errors (database or cache unavailable) retry with exponential backoff
 and jitter; a malformed or unknown event, or one that still fails after the last retry, is
 rejected without requeue, so RabbitMQ dead-letters it to ``analysis.events.dlq``.
 """
@@ -52,6 +53,9 @@ class EventTask(Task):
     retry_jitter = True
     acks_late = True
     reject_on_worker_lost = True
+    # First deliveries are counted in batches in the worker's main process (analysis.batching);
+    # retries and anything the batch cannot take run this task one message at a time.
+    Strategy = "analysis.batching:batch_strategy"
 
     def on_retry(self, exc: Exception, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
         ids = _ids(args)

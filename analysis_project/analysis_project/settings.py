@@ -52,6 +52,15 @@ CELERY_WORKER_CONSUMER = "analysis_project.worker:DeadLetteringConsumer"
 ANALYSIS_TASK_MAX_RETRIES = env_int("ANALYSIS_TASK_MAX_RETRIES", 5)
 ANALYSIS_TASK_RETRY_BACKOFF = env_int("ANALYSIS_TASK_RETRY_BACKOFF", 2)
 ANALYSIS_TASK_RETRY_BACKOFF_MAX = env_int("ANALYSIS_TASK_RETRY_BACKOFF_MAX", 60)
+# Batched consumption (analysis.batching): up to ANALYSIS_BATCH_SIZE first deliveries counted in
+# one transaction, flushed at the latest ANALYSIS_BATCH_WAIT_MS after the first one arrived;
+# 1 processes every message on its own. The prefetch must exceed the batch size for batches
+# to fill: by default twice the batch size per pool process.
+ANALYSIS_BATCH_SIZE = max(1, env_int("ANALYSIS_BATCH_SIZE", 100))
+ANALYSIS_BATCH_WAIT_MS = max(0, env_int("ANALYSIS_BATCH_WAIT_MS", 20))
+CELERY_WORKER_PREFETCH_MULTIPLIER = env_int(
+    "CELERY_WORKER_PREFETCH_MULTIPLIER", 2 * ANALYSIS_BATCH_SIZE if ANALYSIS_BATCH_SIZE > 1 else 1
+)
 ANALYSIS_WORKER_METRICS_PORT = env_int("ANALYSIS_WORKER_METRICS_PORT", 9101)
 # Celery's Django fixup closes the database connection around every task unless this is set
 # (then every DB_REUSE_MAX tasks): a new PostgreSQL connection per event cost ~10 ms. The

@@ -6,12 +6,19 @@ import io
 import threading
 import uuid
 from datetime import timedelta
+from unittest import mock
 
 import pytest
 from analysis.models import GenrePlays, ProcessedEvent, UserGenrePlays, UserStats
-from analysis.services import ERROR_USER_ID_TOO_LONG, event_process, genre_normalize
+from analysis.services import (
+    ERROR_USER_ID_TOO_LONG,
+    event_parse,
+    event_process,
+    events_process,
+    genre_normalize,
+)
 from django.core.management import call_command
-from django.db import connection, connections
+from django.db import OperationalError, connection, connections
 from django.utils import timezone
 from prometheus_client import REGISTRY
 
@@ -22,6 +29,7 @@ from common.events import (
     TRACK_PLAYED,
     USER_DELETED,
     InvalidEnvelope,
+    parse_occurred_at,
 )
 from tests.factories import envelope
 
@@ -246,3 +254,71 @@ def test_prune_forgets_only_old_processed_events():
         uuid.UUID(recent["event_id"])
     ]
     assert stats()["created"] == 2  # counters are untouched
+
+
+def test_a_batch_counts_like_its_events_one_by_one_in_one_transaction(
+    django_capture_on_commit_callbacks, django_assert_max_num_queries
+):
+    """events_process: duplicates (earlier and within the batch) count once, a user deletion
+    applies in order, last_event_at keeps the latest time, the cache keys go in one call."""
+    seen = envelope(TRACK_PLAYED, "u1", genre="rock")
+    event_process(envelope=seen)
+    created = envelope(PLAYLIST_CREATED, "u2")
+    late = envelope(PLAYLIST_UPDATED, "u2")
+    late["occurred_at"] = "2020-01-01T00:00:00Z"
+    deleted = envelope(PLAYLIST_DELETED, "u2")
+    batch = [
+        dict(seen),  # recorded before: duplicate
+        envelope(TRACK_PLAYED, "u1", genre=" Rock "),
+        created,
+        dict(created),  # twice in the same batch: one counts
+        late,
+        envelope(TRACK_PLAYED, "u3", genre="jazz"),
+        envelope(USER_DELETED, "u3"),  # after u3's play, before the next one
+        envelope(TRACK_PLAYED, "u3", genre="pop"),
+        deleted,
+    ]
+    parsed = [event_parse(envelope=event) for event in batch]
+    before = processed(PLAYLIST_CREATED, "duplicate")
+    with (
+        mock.patch("analysis.services.cache_invalidate") as invalidate,
+        django_capture_on_commit_callbacks(execute=True),
+        # SAVEPOINT, the event ids, 3 upserts, the deletion (2), 1 upsert, RELEASE
+        django_assert_max_num_queries(12),
+    ):
+        outcomes = events_process(events=parsed)
+    assert outcomes == ["duplicate", "ok", "ok", "duplicate", "ok", "ok", "ok", "ok", "ok"]
+    assert processed(PLAYLIST_CREATED, "duplicate") == before + 1
+    assert stats("u1")["plays"] == 2
+    assert stats("u2") == {"created": 1, "deleted": 1, "active": 0, "plays": 0}
+    # The latest occurred_at of the batch, not the late event's.
+    assert UserStats.objects.get(user_id="u2").last_event_at == parse_occurred_at(
+        deleted["occurred_at"]
+    )
+    assert stats("u3")["plays"] == 1
+    assert dict(UserGenrePlays.objects.filter(user_id="u3").values_list("genre", "plays")) == {
+        "pop": 1
+    }
+    assert dict(GenrePlays.objects.values_list("genre", "plays")) == {
+        "rock": 2,
+        "jazz": 1,
+        "pop": 1,
+    }
+    assert ProcessedEvent.objects.count() == 8
+    invalidate.assert_called_once()
+    assert set(invalidate.call_args.kwargs["keys"]) == {
+        key for event in parsed for key in event.cache_keys()
+    }
+
+
+def test_a_batch_that_fails_commits_nothing():
+    good = envelope(TRACK_PLAYED, "u1", genre="rock")
+    parsed = [event_parse(envelope=good)]
+    with (
+        mock.patch("analysis.services._increments", side_effect=OperationalError("gone")),
+        pytest.raises(OperationalError),
+    ):
+        events_process(events=parsed)
+    assert not ProcessedEvent.objects.exists()
+    assert events_process(events=parsed) == ["ok"]
+    assert stats()["plays"] == 1

@@ -248,8 +248,11 @@ def test_transient_cache_failure_retries_then_dead_letters_without_double_counti
         timeout=10,
         what=f"dead_lettered metric in\n{worker.metrics()}",
     )
-    assert (sample("ok"), sample("retried"), sample("duplicate")) == (1, 2, 2)
+    # The batch committed (ok) but could not invalidate, so its message went the one-by-one
+    # way: a duplicate that retried twice (duplicates again) before it was dead-lettered.
+    assert (sample("ok"), sample("retried"), sample("duplicate")) == (1, 2, 3)
     log = worker.log()
+    assert "batch of 1 events failed, processing them one by one" in log
     assert "event processing failed, retry 1 of 2" in log
     assert "event dead-lettered after 2 retries" in log
     assert f"event_id={event['event_id']}" in log
@@ -263,18 +266,17 @@ def test_a_read_after_an_event_shows_the_new_value(start_worker, publisher, api,
     event = envelope(TRACK_PLAYED, "reader", genre="jazz")
     publish_envelope(publisher, event)
     publish_envelope(publisher, event)  # redelivered: still one play
-    # Both deliveries finished (the task returns after the cache invalidation).
+    # Both deliveries finished (a batch counts its events after the cache invalidation).
     wait_for(
         lambda: (
-            worker.log().count("Task analysis.handle_event[")
-            and worker.log().count(" succeeded in ") == 2
+            [
+                worker.sample("analysis_events_processed_total", type=TRACK_PLAYED, outcome=outcome)
+                for outcome in ("ok", "duplicate")
+            ]
+            == [1, 1]
         ),
         timeout=30,
         what="both deliveries",
-    )
-    assert (
-        worker.sample("analysis_events_processed_total", type=TRACK_PLAYED, outcome="duplicate")
-        == 1
     )
     assert client.get("/api/analysis").json()["plays"] == 1
     assert client.get("/api/analysis/genres?scope=global").json() == [{"genre": "jazz", "plays": 1}]
@@ -346,3 +348,17 @@ def test_database_unreachable_retries_then_dead_letters_and_a_replay_counts_once
     wait_for(lambda: "duplicate event ignored" in replay.log(), timeout=30, what="both replays")
     assert UserStats.objects.get(user_id="u7").plays == 1
     assert GenrePlays.objects.get(genre="pop").plays == 1
+
+
+def test_batching_switched_off_counts_one_message_at_a_time(start_worker, publisher):
+    worker = start_worker("single", ANALYSIS_BATCH_SIZE="1")
+    events, expected = random_events(40, users=3, seed=5)
+    for event in [*events, events[0]]:
+        publish_envelope(publisher, event)
+    wait_for(lambda: processed_count() == 40, timeout=60, what="40 events processed")
+    wait_for(
+        lambda: worker.log().count(" succeeded in ") == 41,
+        timeout=30,
+        what="41 tasks run by the pool one by one",
+    )
+    assert_counts(expected)
