@@ -434,6 +434,10 @@ def cmd_up(_: argparse.Namespace) -> int:
     if sys.stdout.isatty():
         os.environ.setdefault("LOG_FORMAT", "text")
     os.environ.setdefault("DEBUG", "false")
+    if not os.environ.get("REDIS_URL"):
+        # Several processes per service (gunicorn workers, the analysis worker) must share
+        # revocations, throttles and cache invalidations: local memory would not.
+        os.environ.setdefault("CACHE_BACKEND", "file")
     prepare()
     specs = platform_specs()
     platform = Platform(specs)

@@ -122,7 +122,8 @@ def database(*, service: str) -> dict[str, Any]:
 
 
 def cache(*, service: str) -> dict[str, Any]:
-    """CACHES['default']: django-redis on REDIS_URL, else the local-memory cache."""
+    """CACHES['default']: django-redis on REDIS_URL, else CACHE_BACKEND: the local-memory cache
+    (one process) or a file cache in the state folder (every process of the service)."""
     prefix = env_str("CACHE_KEY_PREFIX", "ms")
     url = env("REDIS_URL")
     if url:
@@ -141,6 +142,19 @@ def cache(*, service: str) -> dict[str, Any]:
                 "CONNECTION_POOL_KWARGS": {"retry": Retry(NoBackoff(), 1)},
             },
         }
+    backend = env_str("CACHE_BACKEND", "memory")
+    if backend == "file":
+        # Shared by every process of the service on one machine (gunicorn workers, a Celery
+        # worker): what `manage_all.py up` uses without Redis, so a revocation or an
+        # invalidation made by one process is seen by the others.
+        return {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(_mkdir(state_dir() / "cache" / service)),
+            "KEY_PREFIX": prefix,
+            "TIMEOUT": env_int("CACHE_TTL_SECONDS", 60),
+        }
+    if backend != "memory":
+        raise ImproperlyConfigured(f"CACHE_BACKEND must be 'memory' or 'file', got {backend!r}")
     return {
         "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
         "LOCATION": f"{prefix}-{service}",

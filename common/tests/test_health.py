@@ -31,3 +31,27 @@ def test_readyz_503_names_the_failing_dependency():
     assert checks["cache"]["ok"] is True
     assert checks["failing_check"]["ok"] is False
     assert "connection refused" in checks["failing_check"]["error"]
+
+
+def test_file_cache_is_shared_between_processes(tmp_path, monkeypatch):
+    """CACHE_BACKEND=file (what `up` uses without Redis): another process sees a write."""
+    import subprocess
+    import sys
+
+    from common.settings import cache as cache_config
+
+    monkeypatch.setenv("STATE_DIR", str(tmp_path))
+    monkeypatch.setenv("CACHE_BACKEND", "file")
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    config = cache_config(service="svc")
+    assert config["BACKEND"].endswith("FileBasedCache")
+    code = (
+        "import django, sys; from django.conf import settings;"
+        "settings.configure(CACHES={'default': eval(sys.argv[1])}); django.setup();"
+        "from django.core.cache import cache; cache.set('revoked:jti', 1, 60)"
+    )
+    subprocess.run([sys.executable, "-c", code, repr(config)], check=True)
+    from django.core.cache.backends.filebased import FileBasedCache
+
+    reader = FileBasedCache(config["LOCATION"], {"KEY_PREFIX": config["KEY_PREFIX"]})
+    assert reader.get("revoked:jti") == 1
