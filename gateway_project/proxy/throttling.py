@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from contextvars import ContextVar
 from typing import Any
 
 from django.conf import settings
@@ -26,7 +27,28 @@ _WARN_EVERY = 10.0
 _last_warning = 0.0
 
 
-def _redis_client() -> Any:
+# The caller's throttle count, fetched in the revocation check's round trip (tokens.py):
+# (cache key of the window, count after this request's increment). Consumed once.
+_prefetched: ContextVar[tuple[str, int] | None] = ContextVar("gateway_throttle_count", default=None)
+
+
+def user_window(*, user_id: str) -> tuple[str, int] | None:
+    """(cache key, lifetime) of ``user_id``'s current ``GatewayUserThrottle`` window, or None
+    when user throttling is off; the key is the one ``GatewayUserThrottle`` increments."""
+    throttle = GatewayUserThrottle()
+    if throttle.rate is None or throttle.duration is None:
+        return None
+    ident = throttle.cache_format % {"scope": throttle.scope, "ident": user_id}
+    window = int(time.time() // throttle.duration)
+    return f"{ident}:{window}", int(throttle.duration) + 1
+
+
+def user_count_prefetched(*, key: str, count: int) -> None:
+    """Hand this request's already-incremented count to ``GatewayUserThrottle``."""
+    _prefetched.set((key, count))
+
+
+def redis_client() -> Any:
     """The raw redis-py client behind a django-redis default cache, else None."""
     client = getattr(cache, "client", None)
     get_client = getattr(client, "get_client", None)
@@ -62,7 +84,12 @@ class FixedWindowRateThrottle(SimpleRateThrottle):
         return True
 
     def _hit(self, key: str) -> int:
-        client = _redis_client()
+        prefetched = _prefetched.get()
+        if prefetched is not None:
+            _prefetched.set(None)
+            if prefetched[0] == key:  # same caller, same window: counted already
+                return prefetched[1]
+        client = redis_client()
         if client is not None:
             # One round trip, no script: create the window's counter with its expiry if it is
             # new, then count (django-redis' incr sends a Lua script, and a miss costs two more).

@@ -42,7 +42,7 @@ from django.core.cache import cache
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
-from proxy import metrics
+from proxy import metrics, throttling
 from proxy.exceptions import TOKEN_REVOKED, InvalidToken, KeysUnavailable, RevocationUnavailable
 
 logger = logging.getLogger(__name__)
@@ -186,7 +186,7 @@ def token_claims_get(*, token: str) -> dict[str, Any]:
         _remember(token, claims)
     elif claims["exp"] + settings.JWT_LEEWAY_SECONDS < time.time():
         raise InvalidToken()
-    if token_is_revoked(jti=claims["jti"]):
+    if token_is_revoked(jti=claims["jti"], user_id=str(claims["user_id"])):
         metrics.revoked_token_hits.inc()
         raise InvalidToken(TOKEN_REVOKED, code="token_revoked")
     return claims
@@ -222,10 +222,27 @@ def _token_verify(token: str) -> dict[str, Any]:
     return claims
 
 
-def token_is_revoked(*, jti: str) -> bool:
-    """True when ``jti`` is on the revocation list; 503 if the list cannot be read."""
+def token_is_revoked(*, jti: str, user_id: str | None = None) -> bool:
+    """True when ``jti`` is on the revocation list; 503 if the list cannot be read.
+
+    With Redis and a ``user_id``, the same round trip also counts the request in the caller's
+    rate-limit window (``proxy.throttling.user_window``), which the user throttle then uses
+    instead of a round trip of its own (docs/performance.md).
+    """
     try:
-        return cache.get(REVOKED_KEY.format(jti=jti)) is not None
+        client = throttling.redis_client()
+        window = throttling.user_window(user_id=user_id) if client and user_id else None
+        if client is None or window is None:
+            return cache.get(REVOKED_KEY.format(jti=jti)) is not None
+        key, ttl = window
+        counter = cache.make_key(key)
+        pipe = client.pipeline(transaction=False)
+        pipe.get(cache.make_key(REVOKED_KEY.format(jti=jti)))
+        pipe.set(counter, 0, ex=ttl, nx=True)
+        pipe.incr(counter)
+        revoked, _, count = pipe.execute()
+        throttling.user_count_prefetched(key=key, count=int(count))
+        return revoked is not None
     except Exception as exc:
         logger.warning("revocation list unreadable: %s", exc)
         raise RevocationUnavailable() from exc

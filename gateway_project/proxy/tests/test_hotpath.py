@@ -129,3 +129,36 @@ def test_bench_endpoint_is_off_by_default(fake, auth_headers):
     assert Client().get("/bench/floor", **auth_headers).status_code == 404
     with override_settings(GATEWAY_BENCH_ENDPOINTS=True):
         assert bench.enabled() is True
+
+
+def test_revocation_read_also_counts_the_caller_once(redis_cache):
+    from proxy import throttling, tokens
+
+    user = f"u{uuid.uuid4().hex[:8]}"
+    jti = uuid.uuid4().hex
+    with override_settings(GATEWAY_USER_RATE="100/min"):
+        assert tokens.token_is_revoked(jti=jti, user_id=user) is False
+        key, ttl = throttling.user_window(user_id=user)  # type: ignore[misc]
+        assert cache.get(key) == 1 and 0 < cache.ttl(key) <= ttl  # type: ignore[attr-defined]
+        # The user throttle takes the count of this request instead of counting again ...
+        assert GatewayUserThrottle()._hit(key) == 1
+        assert cache.get(key) == 1
+        # ... once: the next request without a prefetched count increments as before.
+        assert GatewayUserThrottle()._hit(key) == 2
+        tokens.token_revoke(jti=jti, exp=9_999_999_999)
+        assert tokens.token_is_revoked(jti=jti, user_id=user) is True
+
+
+def test_revocation_read_fails_closed_when_redis_is_down():
+    from proxy import tokens
+    from proxy.exceptions import RevocationUnavailable
+
+    caches = {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": "redis://127.0.0.1:1/0",
+            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.2, "SOCKET_TIMEOUT": 0.2},
+        }
+    }
+    with override_settings(CACHES=caches), pytest.raises(RevocationUnavailable):
+        tokens.token_is_revoked(jti="x", user_id="1")
