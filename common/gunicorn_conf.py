@@ -10,6 +10,10 @@ import os
 import sys
 from pathlib import Path
 
+# Imported at start-up: the master reaps its last workers while the interpreter shuts down,
+# when an import inside the hook would fail.
+from prometheus_client import multiprocess
+
 bind = f"{os.environ.get('BIND_HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"  # noqa: S104
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 threads = int(os.environ.get("GUNICORN_THREADS", "4"))
@@ -44,6 +48,4 @@ def post_fork(server, worker):
 
 def child_exit(server, worker):
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        from prometheus_client import multiprocess
-
         multiprocess.mark_process_dead(worker.pid)
