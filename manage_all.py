@@ -165,17 +165,11 @@ def manage(
     )
 
 
-def has_command(service: str, command: str) -> bool:
-    folder, _ = SERVICES[service]
-    return any((ROOT / folder).glob(f"*/management/commands/{command}.py"))
-
-
 def prepare(env_overrides: dict[str, str] | None = None) -> None:
     """Migrations and the auth key pair: everything `up` needs before starting processes."""
     for service in ORM_SERVICES:
         manage(service, "migrate", "--noinput", "-v", "0", env=service_env(service, env_overrides))
-    if has_command("auth", "ensure_jwt_keys"):
-        manage("auth", "ensure_jwt_keys", env=service_env("auth", env_overrides))
+    manage("auth", "ensure_jwt_keys", env=service_env("auth", env_overrides))
 
 
 # --------------------------------------------------------------------------- processes
@@ -228,15 +222,15 @@ def platform_specs(overrides: dict[str, str] | None = None) -> list[ProcSpec]:
                 env=env,
             )
         )
+    # With mongomock (no MONGODB_URI) the playlist data lives in its web process, which then
+    # runs the outbox relay and the playlist.events consumer as threads of its own.
     real_mongo = bool(base.get("MONGODB_URI"))
     for service, folder, queue in (
         ("analysis", "analysis_project", "analysis.events"),
         ("playlist", "playlist_project", "playlist.events"),
     ):
-        if not (ROOT / folder / folder / "celery.py").exists():
-            continue
         if service == "playlist" and not real_mongo:
-            continue  # with mongomock the playlist web process runs its consumer in-process
+            continue
         specs.append(
             ProcSpec(
                 f"{service}-worker",
@@ -260,8 +254,6 @@ def platform_specs(overrides: dict[str, str] | None = None) -> list[ProcSpec]:
             )
         )
     for service in ("auth", "playlist"):
-        if not has_command(service, "outbox_relay"):
-            continue
         if service == "playlist" and not real_mongo:
             continue
         folder, _ = SERVICES[service]
@@ -273,24 +265,23 @@ def platform_specs(overrides: dict[str, str] | None = None) -> list[ProcSpec]:
                 env=service_env(service, overrides),
             )
         )
-    if (ROOT / "analysis_project" / "analysis_project" / "celery.py").exists():
-        flower_port = int(base.get("FLOWER_PORT", FLOWER_PORT))
-        specs.append(
-            ProcSpec(
+    flower_port = int(base.get("FLOWER_PORT", FLOWER_PORT))
+    specs.append(
+        ProcSpec(
+            "flower",
+            "analysis",
+            [
+                venv_bin("celery"),
+                "-A",
+                "analysis_project",
                 "flower",
-                "analysis",
-                [
-                    venv_bin("celery"),
-                    "-A",
-                    "analysis_project",
-                    "flower",
-                    f"--port={flower_port}",
-                    f"--address={base.get('BIND_HOST', '127.0.0.1')}",
-                ],
-                f"http://127.0.0.1:{flower_port}/healthcheck",
-                env=service_env("analysis", overrides),
-            )
+                f"--port={flower_port}",
+                f"--address={base.get('BIND_HOST', '127.0.0.1')}",
+            ],
+            f"http://127.0.0.1:{flower_port}/healthcheck",
+            env=service_env("analysis", overrides),
         )
+    )
     for spec in specs:
         # Metrics summed over every process of one program (gunicorn workers, celery children).
         spec.env.setdefault(
