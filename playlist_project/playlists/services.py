@@ -100,6 +100,22 @@ def playlist_create(
     return playlist
 
 
+def _write_if_unchanged(playlist: Playlist, *, owner_id: str, update: dict[str, Any]) -> bool:
+    """Apply ``update`` (change and event together) only if nobody wrote the playlist since it
+    was read: one atomic single-document update_one. False: read again and retry."""
+    with db.write_lock():
+        result = collection().update_one(
+            {
+                "_id": playlist.id,
+                "owner_id": owner_id,
+                "deleted": False,
+                "version": playlist.version,
+            },
+            update,
+        )
+    return bool(result.matched_count == 1)
+
+
 def playlist_update(
     *, owner_id: str, playlist_id: str, changes: dict[str, Any], request_id: str | None = None
 ) -> Playlist:
@@ -125,21 +141,16 @@ def playlist_update(
             request_id=request_id,
             data={"playlist_id": playlist_id, "name": name, "track_count": track_count},
         )
-        with db.write_lock():
-            result = collection().update_one(
-                {
-                    "_id": playlist.id,
-                    "owner_id": owner_id,
-                    "deleted": False,
-                    "version": playlist.version,
-                },
-                {
-                    "$set": new_values,
-                    "$inc": {"version": 1},
-                    "$push": {"pending_events": entry(envelope, written_at=now)},
-                },
-            )
-        if result.matched_count == 1:
+        written = _write_if_unchanged(
+            playlist,
+            owner_id=owner_id,
+            update={
+                "$set": new_values,
+                "$inc": {"version": 1},
+                "$push": {"pending_events": entry(envelope, written_at=now)},
+            },
+        )
+        if written:
             _committed(
                 operation="updated", owner_id=owner_id, playlist_id=playlist_id, envelope=envelope
             )
@@ -169,21 +180,16 @@ def playlist_delete(*, owner_id: str, playlist_id: str, request_id: str | None =
                 "genres": _genres(playlist.tracks),
             },
         )
-        with db.write_lock():
-            result = collection().update_one(
-                {
-                    "_id": playlist.id,
-                    "owner_id": owner_id,
-                    "deleted": False,
-                    "version": playlist.version,
-                },
-                {
-                    "$set": {"deleted": True, "updated_at": now, "tracks": [], "description": ""},
-                    "$inc": {"version": 1},
-                    "$push": {"pending_events": entry(envelope, written_at=now)},
-                },
-            )
-        if result.matched_count == 1:
+        written = _write_if_unchanged(
+            playlist,
+            owner_id=owner_id,
+            update={
+                "$set": {"deleted": True, "updated_at": now, "tracks": [], "description": ""},
+                "$inc": {"version": 1},
+                "$push": {"pending_events": entry(envelope, written_at=now)},
+            },
+        )
+        if written:
             _committed(
                 operation="deleted", owner_id=owner_id, playlist_id=playlist_id, envelope=envelope
             )
@@ -212,18 +218,11 @@ def playlist_play(
                 "genre": track.genre,
             },
         )
-        with db.write_lock():
-            # The version filter proves the track at this index is still the one reported.
-            result = collection().update_one(
-                {
-                    "_id": playlist.id,
-                    "owner_id": owner_id,
-                    "deleted": False,
-                    "version": playlist.version,
-                },
-                {"$push": {"pending_events": entry(envelope)}},
-            )
-        if result.matched_count == 1:
+        # The version filter proves the track at this index is still the one reported.
+        written = _write_if_unchanged(
+            playlist, owner_id=owner_id, update={"$push": {"pending_events": entry(envelope)}}
+        )
+        if written:
             # A play changes nothing a GET shows: the user's cache stays valid.
             _committed(
                 operation="played",
