@@ -266,6 +266,13 @@ def defaults(*, service: str, base_dir: Path, project: str) -> dict[str, Any]:
         "WHITENOISE_AUTOREFRESH": False,
         "DATA_UPLOAD_MAX_MEMORY_SIZE": env_int("MAX_BODY_BYTES", 1024 * 1024),
         "APPEND_SLASH": False,
+        # Services behind the gateway build absolute links (pagination, the browsable API) for
+        # the host and scheme the client used, which the gateway forwards; the gateway itself
+        # trusts no such header from its clients.
+        "USE_X_FORWARDED_HOST": service != "gateway",
+        "SECURE_PROXY_SSL_HEADER": (
+            ("HTTP_X_FORWARDED_PROTO", "https") if service != "gateway" else None
+        ),
         "REST_FRAMEWORK": {
             "DEFAULT_AUTHENTICATION_CLASSES": ["common.context.SignedContextAuthentication"],
             "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],

@@ -150,3 +150,17 @@ def test_deleting_the_account_removes_playlists_and_analytics(platform, api, use
         return playlists["count"] == 0 and stats["playlists_created"] == 0
 
     assert wait_for(user_data_removed)
+
+
+def test_pagination_links_point_at_the_gateway(platform, api, user):
+    gw, auth = platform.gateway, bearer(user)
+    for name in ("first", "second"):
+        assert (
+            api.post(
+                f"{gw}/api/playlists", json={"name": name}, headers=auth, timeout=10
+            ).status_code
+            == 201
+        )
+    page = api.get(f"{gw}/api/playlists?limit=1", headers=auth, timeout=10).json()
+    assert page["count"] >= 2
+    assert page["next"].startswith(f"{gw}/api/playlists?"), page["next"]
