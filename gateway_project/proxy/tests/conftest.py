@@ -134,3 +134,18 @@ def auth_headers(make_token: Callable[..., str]) -> dict[str, str]:
 @pytest.fixture
 def client() -> Client:
     return Client()
+
+
+@pytest.fixture
+def shared_redis():
+    """(client, breaker namespace) on the real Redis under a prefix of this test; cleaned up.
+    Two breakers on it stand for two gateway workers."""
+    url = server_url("redis")
+    prefix = f"{os.environ.get('CACHE_KEY_PREFIX', 'mstest-local')}-{uuid.uuid4().hex[:8]}"
+    client = redis.Redis.from_url(url)
+    try:
+        yield client, f"{prefix}:gateway:breaker:playlist"
+    finally:
+        for key in client.scan_iter(f"{prefix}:*", count=1000):
+            client.delete(key)
+        client.close()

@@ -7,9 +7,7 @@ Time never passes in these tests: "reset_timeout elapsed" is played by setting t
 from __future__ import annotations
 
 import logging
-import os
 import threading
-import uuid
 
 import pytest
 import redis
@@ -18,7 +16,6 @@ from prometheus_client import REGISTRY
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from common.testing import server_url
 from proxy import upstreams
 from proxy.breaker import (
     BreakerOpenError,
@@ -179,19 +176,6 @@ def test_probe_failure_reopens(breaker_storage, fake, client, auth_headers):
 
 
 # -- two gateway workers sharing one breaker through the real Redis ---------------------------
-
-
-@pytest.fixture
-def shared_redis():
-    url = server_url("redis")
-    prefix = f"{os.environ.get('CACHE_KEY_PREFIX', 'mstest-local')}-{uuid.uuid4().hex[:8]}"
-    client = redis.Redis.from_url(url)
-    try:
-        yield client, f"{prefix}:gateway:breaker:playlist"
-    finally:
-        for key in client.scan_iter(f"{prefix}:*", count=1000):
-            client.delete(key)
-        client.close()
 
 
 def two_workers(shared_redis, reset_timeout=60.0):

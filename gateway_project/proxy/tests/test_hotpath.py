@@ -20,19 +20,6 @@ from proxy.throttling import GatewayUserThrottle
 FAIL_MAX = 3
 
 
-@pytest.fixture
-def shared_redis():
-    url = server_url("redis")
-    prefix = f"{os.environ.get('CACHE_KEY_PREFIX', 'mstest-local')}-{uuid.uuid4().hex[:8]}"
-    client = redis.Redis.from_url(url)
-    try:
-        yield client, f"{prefix}:gateway:breaker:playlist"
-    finally:
-        for key in client.scan_iter(f"{prefix}:*", count=1000):
-            client.delete(key)
-        client.close()
-
-
 def cached_workers(shared_redis, seconds=60.0):
     client, namespace = shared_redis
     return [
