@@ -230,13 +230,14 @@ def defaults(*, service: str, base_dir: Path, project: str) -> dict[str, Any]:
             "django_prometheus",
         ],
         "MIDDLEWARE": [
-            "django_prometheus.middleware.PrometheusBeforeMiddleware",
+            # django-prometheus' request metrics, the four series dashboards read (first: it
+            # counts the answers of the middlewares below too).
+            "common.metrics.HttpMetricsMiddleware",
             "django.middleware.security.SecurityMiddleware",
             "whitenoise.middleware.WhiteNoiseMiddleware",
             "common.request_id.RequestIDMiddleware",
             "common.request_id.BodySizeLimitMiddleware",
             "django.middleware.common.CommonMiddleware",
-            "django_prometheus.middleware.PrometheusAfterMiddleware",
         ],
         "ROOT_URLCONF": f"{project}.urls",
         "WSGI_APPLICATION": f"{project}.wsgi.application",

@@ -20,7 +20,7 @@ INSTALLED_APPS = [
     *INSTALLED_APPS,  # type: ignore[name-defined]  # noqa: F821
 ]
 MIDDLEWARE = [
-    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    "common.metrics.HttpMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "common.request_id.RequestIDMiddleware",
@@ -30,7 +30,6 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 TEMPLATES[0]["OPTIONS"]["context_processors"] = [  # type: ignore[name-defined]  # noqa: F821
     "django.template.context_processors.request",

@@ -10,7 +10,7 @@ def test_healthz_readyz_metrics(client):
     assert ready.status_code == 200, ready.content
     metrics = client.get("/metrics")
     assert metrics.status_code == 200
-    assert b"django_http_requests_total_by_method_total" in metrics.content
+    assert b"django_http_responses_total_by_status_view_method_total" in metrics.content
 
 
 @pytest.mark.django_db

@@ -59,3 +59,59 @@ def test_process_tree_sums_children():
     finally:
         child.kill()
         child.wait()
+
+
+LEAN = [
+    "common.metrics.HttpMetricsMiddleware",
+    "common.request_id.RequestIDMiddleware",
+    "common.request_id.BodySizeLimitMiddleware",
+]
+
+
+def _value(name, **labels):
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def test_http_metrics_middleware_writes_the_dashboard_series_only(monkeypatch, settings):
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    settings.MIDDLEWARE = LEAN
+    ok = {"status": "200", "view": "healthz", "method": "GET"}
+    by_view = {"view": "healthz", "transport": "http", "method": "GET"}
+    before = (
+        _value("django_http_responses_total_by_status_view_method_total", **ok),
+        _value("django_http_requests_total_by_view_transport_method_total", **by_view),
+        _value(
+            "django_http_requests_latency_seconds_by_view_method_count",
+            view="healthz",
+            method="GET",
+        ),
+        _value("django_http_requests_total_by_method_total", method="GET"),
+    )
+    assert Client().get("/healthz").status_code == 200
+    after = (
+        _value("django_http_responses_total_by_status_view_method_total", **ok),
+        _value("django_http_requests_total_by_view_transport_method_total", **by_view),
+        _value(
+            "django_http_requests_latency_seconds_by_view_method_count",
+            view="healthz",
+            method="GET",
+        ),
+        _value("django_http_requests_total_by_method_total", method="GET"),
+    )
+    assert after[:3] == (before[0] + 1, before[1] + 1, before[2] + 1)
+    assert after[3] == before[3]  # the series nobody reads are not written
+
+
+def test_http_metrics_middleware_counts_answers_of_later_middlewares(monkeypatch, settings):
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    settings.MIDDLEWARE = LEAN
+    labels = {"status": "413", "view": "<unnamed view>", "method": "POST"}
+    before = _value("django_http_responses_total_by_status_view_method_total", **labels)
+    response = Client().post(
+        "/validate", data=b"{}", content_type="application/json", CONTENT_LENGTH="999999999"
+    )
+    assert response.status_code == 413
+    after = _value("django_http_responses_total_by_status_view_method_total", **labels)
+    assert after == before + 1

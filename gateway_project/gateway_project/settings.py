@@ -15,10 +15,7 @@ INSTALLED_APPS += ["corsheaders", "proxy"]  # type: ignore[name-defined]  # noqa
 INSTALLED_APPS += ["apidocs"]  # type: ignore[name-defined]
 # Browser sign-in for the browsable API (cookie + CSRF, HTML only): see browser/__init__.py.
 INSTALLED_APPS += ["browser"]  # type: ignore[name-defined]
-MIDDLEWARE.insert(  # type: ignore[name-defined]  # noqa: F821
-    MIDDLEWARE.index("django_prometheus.middleware.PrometheusAfterMiddleware"),  # type: ignore[name-defined]  # noqa: F821
-    "django.middleware.csrf.CsrfViewMiddleware",
-)
+MIDDLEWARE.append("django.middleware.csrf.CsrfViewMiddleware")  # type: ignore[name-defined]  # noqa: F821
 # true when browsers reach the gateway over HTTPS (cookies get Secure; automatic on is_secure())
 BROWSER_COOKIE_SECURE = env_bool("BROWSER_COOKIE_SECURE", False)
 # Own name: the services' csrftoken cookies (analysis admin) must never overwrite the gateway's.

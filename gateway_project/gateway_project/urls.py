@@ -1,14 +1,16 @@
-"""URLs of the gateway service: operations, then the proxied public API."""
+"""URLs of the gateway service: the proxied public API first (the hot path resolves in one
+step), then operations, API docs and browser sign-in (no path of theirs starts with a proxied
+prefix: /api/auth, /api/playlists, /api/analysis)."""
 
 from django.urls import include, path
 
 urlpatterns = [
-    path("", include("common.urls")),
-    # Public API docs: before the proxy, /api/schema, /api/docs and /api/redoc are the gateway's.
-    path("", include("apidocs.urls")),
-    # Browser sign-in/out for the browsable API (before the proxy: /api/browser/...).
-    path("api/browser/", include("browser.urls")),
     path("", include("proxy.urls")),
+    path("", include("common.urls")),
+    # Public API docs: /api/schema, /api/docs and /api/redoc are the gateway's own.
+    path("", include("apidocs.urls")),
+    # Browser sign-in/out for the browsable API (/api/browser/...).
+    path("api/browser/", include("browser.urls")),
 ]
 
 handler400 = "common.errors.json_400"

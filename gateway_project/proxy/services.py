@@ -12,7 +12,6 @@ import requests
 import urllib3
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
-from requests.structures import CaseInsensitiveDict
 
 from common.context import sign
 from proxy import metrics, upstreams
@@ -127,30 +126,36 @@ def request_headers_build(*, request: HttpRequest, user: dict[str, Any] | None) 
 
 
 def _send(
-    upstream: upstreams.Upstream, method: str, url: str, headers: Mapping[str, str], body: bytes
+    upstream: upstreams.Upstream, method: str, path: str, headers: Mapping[str, str], body: bytes
 ) -> UpstreamAnswer:
-    # Straight to the session's pooled adapter with a request prepared by hand: the
-    # session-level work (cookie jar, environment merging, hooks, redirects, URL re-parsing)
-    # has no use in a pass-through proxy and was the largest CPU cost of a proxied request.
-    prepared = requests.PreparedRequest()
-    prepared.method = method
-    prepared.url = url
-    prepared.headers = CaseInsensitiveDict(headers)
+    # Straight to the upstream's urllib3 pool: requests' session and adapter layers (cookie
+    # jar, environment merging, hooks, redirects, URL re-parsing, response wrapping) have no use
+    # in a pass-through proxy and cost more CPU than the exchange itself (docs/performance.md).
     if body or method in _BODY_METHODS:
-        prepared.headers["Content-Length"] = str(len(body))
-        prepared.body = body
-    response = upstream.adapter.send(prepared, stream=True, timeout=upstream.timeout)
+        headers = {**headers, "Content-Length": str(len(body))}
     try:
-        # Raw bytes: a gzip body stays gzip, matching the Content-Encoding passed through.
-        content = response.raw.read(decode_content=False)
+        response = upstream.pool.urlopen(
+            method,
+            upstream.path_prefix + path,
+            body=body or None,
+            headers=headers,
+            retries=False,
+            redirect=False,
+            assert_same_host=False,
+            # Raw bytes: a gzip body stays gzip, matching the Content-Encoding passed through.
+            decode_content=False,
+        )
+    # Mapped to requests' exceptions, which the breaker counts as failures (proxy/breaker.py).
+    except urllib3.exceptions.NewConnectionError as exc:  # refused, unresolvable: before timeouts
+        raise requests.ConnectionError(exc) from exc
+    except urllib3.exceptions.ConnectTimeoutError as exc:
+        raise requests.ConnectTimeout(exc) from exc
     except urllib3.exceptions.ReadTimeoutError as exc:
-        response.close()
         raise requests.ReadTimeout(exc) from exc
     except (urllib3.exceptions.HTTPError, OSError) as exc:
-        response.close()
         raise requests.ConnectionError(exc) from exc
     answer = UpstreamAnswer(
-        status=response.status_code, headers=list(response.raw.headers.items()), body=content
+        status=response.status, headers=list(response.headers.items()), body=response.data
     )
     if answer.status >= 500:
         raise UpstreamServerError(answer)
@@ -166,12 +171,11 @@ def proxy_forward(
     ``UpstreamUnreachable`` (502). A 5xx answer is returned (and counted as a breaker failure).
     """
     upstream = upstreams.get(upstream_name)
-    url = upstream.base_url + path
     started = time.perf_counter()
     status = "error"
     error = ""
     try:
-        answer = upstream.breaker.call(_send, upstream, method, url, headers, body)
+        answer = upstream.breaker.call(_send, upstream, method, path, headers, body)
         status = str(answer.status)
         return answer
     except UpstreamServerError as exc:

@@ -1,4 +1,7 @@
-"""The upstream services: one pooled ``requests.Session`` and one breaker each, per process.
+"""The upstream services: one urllib3 connection pool and one breaker each, per process.
+
+Proxied requests go straight to the pool (``proxy.services._send``); a ``requests.Session`` on
+its own small pool serves the gateway's occasional calls of its own (the API docs' schemas).
 
 Built lazily on first use from ``settings.UPSTREAMS`` and kept for the life of the process
 (tests that override settings get a fresh set through the ``setting_changed`` signal).
@@ -12,6 +15,7 @@ from dataclasses import dataclass
 
 import redis
 import requests
+import urllib3
 from django.conf import settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
@@ -40,8 +44,9 @@ class Upstream:
     name: str
     base_url: str
     timeout: tuple[float, float]  # (connect, read) seconds
-    session: requests.Session
-    adapter: HTTPAdapter  # the session's pooled adapter, called directly on the hot path
+    pool: urllib3.HTTPConnectionPool  # keep-alive connections of the proxied requests
+    path_prefix: str  # the base URL's path ("" for most), put before every proxied path
+    session: requests.Session  # the gateway's own calls (API docs), not the hot path
     breaker: UpstreamBreaker
 
 
@@ -56,7 +61,19 @@ class _RejectAllCookies(http.cookiejar.DefaultCookiePolicy):
 _NO_COOKIES = _RejectAllCookies()
 
 
-def _session(pool_size: int) -> tuple[requests.Session, HTTPAdapter]:
+def _pool(base_url: str, *, size: int, timeout: tuple[float, float]) -> urllib3.HTTPConnectionPool:
+    """Keep-alive connections to one upstream: no retries, no redirects, no proxy from the
+    environment; ``size`` idle connections kept (more are opened, then dropped, under bursts)."""
+    return urllib3.connection_from_url(  # type: ignore[no-any-return]
+        base_url,
+        maxsize=size,
+        block=False,
+        retries=False,
+        timeout=urllib3.Timeout(connect=timeout[0], read=timeout[1]),
+    )
+
+
+def _session(pool_size: int) -> requests.Session:
     session = requests.Session()
     # No proxies, .netrc or CA bundle lookups from the environment on every request.
     session.trust_env = False
@@ -71,7 +88,7 @@ def _session(pool_size: int) -> tuple[requests.Session, HTTPAdapter]:
     )
     session.mount("http://", adapter)
     session.mount("https://", adapter)
-    return session, adapter
+    return session
 
 
 def breaker_namespace(name: str) -> str:
@@ -116,13 +133,14 @@ def _build() -> dict[str, Upstream]:
     built = {}
     for name, config in settings.UPSTREAMS.items():
         timeout = (float(config["connect_timeout"]), float(config["read_timeout"]))
-        session, adapter = _session(settings.UPSTREAM_POOL_SIZE)
+        base_url = str(config["url"]).rstrip("/")
         built[name] = Upstream(
             name=name,
-            base_url=str(config["url"]).rstrip("/"),
+            base_url=base_url,
             timeout=timeout,
-            session=session,
-            adapter=adapter,
+            pool=_pool(base_url, size=settings.UPSTREAM_POOL_SIZE, timeout=timeout),
+            path_prefix=urllib3.util.parse_url(base_url).path or "",
+            session=_session(2),
             # The probe lock outlives the slowest possible probe, then frees itself.
             breaker=build_breaker(name, probe_ttl=sum(timeout) + 5),
         )
@@ -151,6 +169,7 @@ def reset() -> None:
     with _lock:
         old, _upstreams = _upstreams, None
     for upstream in (old or {}).values():
+        upstream.pool.close()
         upstream.session.close()
 
 

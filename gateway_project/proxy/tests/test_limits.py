@@ -99,7 +99,7 @@ def test_metrics_expose_the_gateway_families(fake, client, auth_headers):
         "gateway_breaker_state",
         "gateway_rejected_requests_total",
         "gateway_revoked_token_hits_total",
-        "django_http_requests_total_by_method_total",
+        "django_http_responses_total_by_status_view_method_total",
     ):
         assert name in text, name
 
