@@ -30,6 +30,11 @@ SUMMARY_EXAMPLE = OpenApiExample(
 )
 # One item: drf-spectacular wraps the example of a list answer in a list.
 GENRES_EXAMPLE = OpenApiExample("Genres", value=_GENRES[0], response_only=True)
+# Output serializers built once: a DRF serializer deep-copies its declared fields on every
+# instantiation, a seventh of a warm read's CPU (docs/performance.md). Representation keeps no
+# per-call state, so one instance serves every request and thread.
+_SUMMARY_OUT = UserSummarySerializer()
+_GENRES_OUT = GenreCountSerializer(many=True)
 
 
 class UserSummaryApi(APIView):
@@ -43,7 +48,7 @@ class UserSummaryApi(APIView):
     )
     def get(self, request: Request) -> Response:
         summary = user_summary_get(user_id=str(request.user.pk))
-        return Response(UserSummarySerializer(summary).data)
+        return Response(_SUMMARY_OUT.to_representation(summary))
 
 
 class GenrePlaysApi(APIView):
@@ -68,4 +73,4 @@ class GenrePlaysApi(APIView):
             user_id=str(request.user.pk),
             limit=query.validated_data["limit"],
         )
-        return Response(GenreCountSerializer(genres, many=True).data)
+        return Response(_GENRES_OUT.to_representation(genres))
