@@ -17,8 +17,8 @@ Cases, each in a process of its own with the service's own settings, ``manage_al
 environment, ``REDIS_URL`` (a key prefix of the run, removed at the end), multiprocess metrics
 and INFO JSON logging (to /dev/null):
 - ``gateway-floor``: ``GET /bench/floor`` (bench/gateway.py's (b): JWT check, revocation read);
-- ``gateway-proxied``: ``GET /api/playlists?limit=10`` through the proxy to bench/trivial_upstream.py
-  (bench/gateway.py's (c));
+- ``gateway-proxied``: ``GET /api/playlists?limit=10`` through the proxy to the trivial upstream
+  (bench/trivial_upstream.py; bench/gateway.py's (c));
 - ``analysis-read``: ``GET /api/analysis`` with a warm cache and the signed user context the
   gateway would send (SQLite database of the run: a warm read does not touch it).
 Prints min and median microseconds of CPU per request over the repetitions.
@@ -102,8 +102,11 @@ def _child(case: str, requests: int, repeats: int, profile: bool) -> None:
         (tmp / "jwks.json").write_bytes(jwks)
         port = free_port()
         upstream = subprocess.Popen(
-            [sys.executable, str(ROOT / "bench" / "trivial_upstream.py"), "--port", str(port)]
-            + ["--jwks", str(tmp / "jwks.json")],
+            [
+                sys.executable,
+                str(ROOT / "bench" / "trivial_upstream.py"),
+                *("--port", str(port), "--jwks", str(tmp / "jwks.json")),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
