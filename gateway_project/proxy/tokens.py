@@ -41,6 +41,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.core.signals import setting_changed
 from django.dispatch import receiver
+from redis.commands.core import Script
 
 from proxy import metrics, throttling
 from proxy.exceptions import TOKEN_REVOKED, InvalidToken, KeysUnavailable, RevocationUnavailable
@@ -51,6 +52,19 @@ ALGORITHM = "RS256"
 ACCESS = "access"
 REQUIRED_CLAIMS = ["exp", "iat", "iss", "aud", "jti", "token_type", "user_id"]
 REVOKED_KEY = "gateway:revoked:{jti}"
+# One command for the revocation read and the caller's rate-limit count: 1 if KEYS[1] (the
+# revocation entry) exists, and KEYS[2] (the caller's window counter) after this request's
+# increment, created with a lifetime of ARGV[1] seconds. Sent as EVALSHA; redis-py loads the
+# script again when Redis no longer knows it (restart, SCRIPT FLUSH).
+_REVOKED_AND_COUNT = Script(
+    None,
+    b"""
+local revoked = redis.call('EXISTS', KEYS[1])
+local count = redis.call('INCR', KEYS[2])
+if count == 1 then redis.call('EXPIRE', KEYS[2], ARGV[1]) end
+return {revoked, count}
+""",
+)
 
 
 class KeySet:
@@ -235,14 +249,13 @@ def token_is_revoked(*, jti: str, user_id: str | None = None) -> bool:
         if client is None or window is None:
             return cache.get(REVOKED_KEY.format(jti=jti)) is not None
         key, ttl = window
-        counter = cache.make_key(key)
-        pipe = client.pipeline(transaction=False)
-        pipe.get(cache.make_key(REVOKED_KEY.format(jti=jti)))
-        pipe.set(counter, 0, ex=ttl, nx=True)
-        pipe.incr(counter)
-        revoked, _, count = pipe.execute()
+        revoked, count = _REVOKED_AND_COUNT(
+            keys=[cache.make_key(REVOKED_KEY.format(jti=jti)), cache.make_key(key)],
+            args=[ttl],
+            client=client,
+        )
         throttling.user_count_prefetched(key=key, count=int(count))
-        return revoked is not None
+        return bool(revoked)
     except Exception as exc:
         logger.warning("revocation list unreadable: %s", exc)
         raise RevocationUnavailable() from exc

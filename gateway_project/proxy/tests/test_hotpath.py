@@ -136,6 +136,25 @@ def test_revocation_read_also_counts_the_caller_once(redis_cache):
         assert tokens.token_is_revoked(jti=jti, user_id=user) is True
 
 
+def test_revocation_script_is_loaded_again_when_redis_forgot_it(redis_cache):
+    """After a Redis restart or SCRIPT FLUSH, EVALSHA fails with NOSCRIPT: redis-py loads the
+    script and the check still answers (simulated with a digest Redis never saw, so the shared
+    server's scripts are left alone)."""
+    from proxy import throttling, tokens
+
+    user = f"u{uuid.uuid4().hex[:8]}"
+    known = tokens._REVOKED_AND_COUNT.sha
+    tokens._REVOKED_AND_COUNT.sha = "0" * 40
+    try:
+        with override_settings(GATEWAY_USER_RATE="100/min"):
+            assert tokens.token_is_revoked(jti=uuid.uuid4().hex, user_id=user) is False
+            key, _ = throttling.user_window(user_id=user)  # type: ignore[misc]
+            assert cache.get(key) == 1
+        assert tokens._REVOKED_AND_COUNT.sha == known
+    finally:
+        tokens._REVOKED_AND_COUNT.sha = known
+
+
 def test_revocation_read_fails_closed_when_redis_is_down():
     from proxy import tokens
     from proxy.exceptions import RevocationUnavailable
