@@ -102,7 +102,7 @@ class HttpMetricsMiddleware(PrometheusAfterMiddleware):
 
     django-prometheus' Before/After pair writes about 16 values per request (totals before and
     after the middlewares, by method, by transport, body sizes, charset...), each a locked write
-    to a memory-mapped file in multiprocess mode: 15 % of a proxied request's CPU in the
+    to a memory-mapped file in multiprocess mode: about 10 % of a proxied request's CPU in the
     gateway (docs/performance.md). This one middleware, first in MIDDLEWARE so that answers
     made by other middlewares (413, CORS preflights) are counted too, writes four:
 
