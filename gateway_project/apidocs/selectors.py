@@ -1,7 +1,7 @@
 """Reads behind the public schema: the upstreams' own schemas (fetched, cached) and the merge.
 
 An upstream's schema is fetched from ``<upstream>/schema?format=json`` through the proxy's
-pooled session for that upstream and kept in the gateway's cache for ``APIDOCS_CACHE_SECONDS``;
+connection pool for that upstream and kept in the gateway's cache for ``APIDOCS_CACHE_SECONDS``;
 a failed fetch is remembered for ``APIDOCS_FAILURE_CACHE_SECONDS`` only, so a service that
 comes back shows up again within seconds. Nothing here ever raises to the view: a dead
 upstream or a dead cache degrade the document, they never turn it into a 500.
@@ -10,10 +10,11 @@ upstream or a dead cache degrade the document, they never turn it into a 500.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 from typing import Any
 
-import requests
+import urllib3
 from django.conf import settings
 from django.core.cache import cache
 from django.urls import Resolver404, resolve
@@ -49,18 +50,19 @@ def upstream_schema_fetch(*, name: str) -> dict[str, Any]:
         upstream.timeout[1], _setting("APIDOCS_FETCH_TIMEOUT", DEFAULT_FETCH_TIMEOUT)
     )
     try:
-        response = upstream.session.get(
-            upstream.base_url + UPSTREAM_SCHEMA_PATH,
-            params={"format": "json"},
+        response = upstream.pool.urlopen(
+            "GET",
+            f"{upstream.path_prefix}{UPSTREAM_SCHEMA_PATH}?format=json",
             headers={"Accept": "application/json"},
-            timeout=(upstream.timeout[0], read_timeout),
+            timeout=urllib3.Timeout(connect=upstream.timeout[0], read=read_timeout),
+            redirect=False,
         )
-    except requests.RequestException as exc:
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
         raise UpstreamSchemaError(f"unreachable ({type(exc).__name__})") from exc
-    if response.status_code != 200:
-        raise UpstreamSchemaError(f"answered {response.status_code}")
+    if response.status != 200:
+        raise UpstreamSchemaError(f"answered {response.status}")
     try:
-        schema = response.json()
+        schema = json.loads(response.data)
     except ValueError as exc:
         raise UpstreamSchemaError("answered something that is not JSON") from exc
     if not (

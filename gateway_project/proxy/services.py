@@ -139,7 +139,6 @@ def _send(
             upstream.path_prefix + path,
             body=body or None,
             headers=headers,
-            retries=False,
             redirect=False,
             assert_same_host=False,
             # Raw bytes: a gzip body stays gzip, matching the Content-Encoding passed through.

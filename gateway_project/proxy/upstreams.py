@@ -1,7 +1,8 @@
 """The upstream services: one urllib3 connection pool and one breaker each, per process.
 
-Proxied requests go straight to the pool (``proxy.services._send``); a ``requests.Session`` on
-its own small pool serves the gateway's occasional calls of its own (the API docs' schemas).
+Proxied requests (``proxy.services._send``) and the gateway's own calls (the API docs' schemas)
+share the pool. It keeps no cookies, so an upstream's Set-Cookie only reaches the client that
+got it.
 
 Built lazily on first use from ``settings.UPSTREAMS`` and kept for the life of the process
 (tests that override settings get a fresh set through the ``setting_changed`` signal).
@@ -9,19 +10,16 @@ Built lazily on first use from ``settings.UPSTREAMS`` and kept for the life of t
 
 from __future__ import annotations
 
-import http.cookiejar
 import threading
 from dataclasses import dataclass
 
 import redis
-import requests
 import urllib3
 from django.conf import settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 from redis.backoff import NoBackoff
 from redis.retry import Retry
-from requests.adapters import HTTPAdapter
 
 from common.settings import env_float
 from proxy.breaker import UpstreamBreaker
@@ -42,28 +40,16 @@ class Upstream:
     """One upstream service as the proxy uses it."""
 
     name: str
-    base_url: str
     timeout: tuple[float, float]  # (connect, read) seconds
-    pool: urllib3.HTTPConnectionPool  # keep-alive connections of the proxied requests
-    path_prefix: str  # the base URL's path ("" for most), put before every proxied path
-    session: requests.Session  # the gateway's own calls (API docs), not the hot path
+    pool: urllib3.HTTPConnectionPool  # keep-alive connections to the upstream
+    path_prefix: str  # the base URL's path ("" for most), put before every path
     breaker: UpstreamBreaker
 
 
-class _RejectAllCookies(http.cookiejar.DefaultCookiePolicy):
-    def set_ok(self, cookie: http.cookiejar.Cookie, request: object) -> bool:
-        return False
-
-    def return_ok(self, cookie: http.cookiejar.Cookie, request: object) -> bool:
-        return False
-
-
-_NO_COOKIES = _RejectAllCookies()
-
-
 def _pool(base_url: str, *, size: int, timeout: tuple[float, float]) -> urllib3.HTTPConnectionPool:
-    """Keep-alive connections to one upstream: no retries, no redirects, no proxy from the
-    environment; ``size`` idle connections kept (more are opened, then dropped, under bursts)."""
+    """Keep-alive connections to one upstream: no retries (callers also pass redirect=False), no
+    proxy from the environment; ``size`` idle connections kept (more are opened, then dropped,
+    under bursts)."""
     return urllib3.connection_from_url(  # type: ignore[no-any-return]
         base_url,
         maxsize=size,
@@ -71,24 +57,6 @@ def _pool(base_url: str, *, size: int, timeout: tuple[float, float]) -> urllib3.
         retries=False,
         timeout=urllib3.Timeout(connect=timeout[0], read=timeout[1]),
     )
-
-
-def _session(pool_size: int) -> requests.Session:
-    session = requests.Session()
-    # No proxies, .netrc or CA bundle lookups from the environment on every request.
-    session.trust_env = False
-    # Only the client's own headers go upstream (no python-requests User-Agent, and no
-    # Accept-Encoding the client did not ask for: bodies are passed through still encoded).
-    session.headers.clear()
-    # One session serves every caller: it must never remember an upstream's Set-Cookie and
-    # replay it on someone else's request (the cookie still reaches the client that got it).
-    session.cookies.set_policy(_NO_COOKIES)
-    adapter = HTTPAdapter(
-        pool_connections=1, pool_maxsize=pool_size, max_retries=0, pool_block=False
-    )
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    return session
 
 
 def breaker_namespace(name: str) -> str:
@@ -136,11 +104,9 @@ def _build() -> dict[str, Upstream]:
         base_url = str(config["url"]).rstrip("/")
         built[name] = Upstream(
             name=name,
-            base_url=base_url,
             timeout=timeout,
             pool=_pool(base_url, size=settings.UPSTREAM_POOL_SIZE, timeout=timeout),
             path_prefix=urllib3.util.parse_url(base_url).path or "",
-            session=_session(2),
             # The probe lock outlives the slowest possible probe, then frees itself.
             breaker=build_breaker(name, probe_ttl=sum(timeout) + 5),
         )
@@ -164,13 +130,12 @@ def get(name: str) -> Upstream:
 
 
 def reset() -> None:
-    """Forget the built upstreams (closing their sessions); the next ``get`` rebuilds them."""
+    """Forget the built upstreams (closing their pools); the next ``get`` rebuilds them."""
     global _upstreams
     with _lock:
         old, _upstreams = _upstreams, None
     for upstream in (old or {}).values():
         upstream.pool.close()
-        upstream.session.close()
 
 
 @receiver(setting_changed)
