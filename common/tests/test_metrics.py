@@ -74,32 +74,36 @@ def _value(name, **labels):
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
+def _healthz_series():
+    """The three dashboard series of GET /healthz, then one series nobody reads."""
+    return (
+        _value(
+            "django_http_responses_total_by_status_view_method_total",
+            status="200",
+            view="healthz",
+            method="GET",
+        ),
+        _value(
+            "django_http_requests_total_by_view_transport_method_total",
+            view="healthz",
+            transport="http",
+            method="GET",
+        ),
+        _value(
+            "django_http_requests_latency_seconds_by_view_method_count",
+            view="healthz",
+            method="GET",
+        ),
+        _value("django_http_requests_total_by_method_total", method="GET"),
+    )
+
+
 def test_http_metrics_middleware_writes_the_dashboard_series_only(monkeypatch, settings):
     monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
     settings.MIDDLEWARE = LEAN
-    ok = {"status": "200", "view": "healthz", "method": "GET"}
-    by_view = {"view": "healthz", "transport": "http", "method": "GET"}
-    before = (
-        _value("django_http_responses_total_by_status_view_method_total", **ok),
-        _value("django_http_requests_total_by_view_transport_method_total", **by_view),
-        _value(
-            "django_http_requests_latency_seconds_by_view_method_count",
-            view="healthz",
-            method="GET",
-        ),
-        _value("django_http_requests_total_by_method_total", method="GET"),
-    )
+    before = _healthz_series()
     assert Client().get("/healthz").status_code == 200
-    after = (
-        _value("django_http_responses_total_by_status_view_method_total", **ok),
-        _value("django_http_requests_total_by_view_transport_method_total", **by_view),
-        _value(
-            "django_http_requests_latency_seconds_by_view_method_count",
-            view="healthz",
-            method="GET",
-        ),
-        _value("django_http_requests_total_by_method_total", method="GET"),
-    )
+    after = _healthz_series()
     assert after[:3] == (before[0] + 1, before[1] + 1, before[2] + 1)
     assert after[3] == before[3]  # the series nobody reads are not written
 
