@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import socket
@@ -107,23 +108,30 @@ def fake(rsa_key: rsa.RSAPrivateKey) -> Iterator[FakeUpstream]:
             cache.clear()
 
 
-@pytest.fixture(params=["memory", "redis"])
-def breaker_storage(request: pytest.FixtureRequest, fake: FakeUpstream) -> Iterator[str]:
-    """Run a test with the breakers in memory and in the real Redis (keys cleaned up)."""
-    if request.param == "memory":
-        yield "memory"
-        return
+@contextlib.contextmanager
+def breakers_on_redis() -> Iterator[None]:
+    """The gateway's breakers in the real Redis under a prefix of their own (keys removed)."""
     url = server_url("redis")
     prefix = f"{os.environ.get('CACHE_KEY_PREFIX', 'mstest-local')}-{uuid.uuid4().hex[:8]}"
     with override_settings(REDIS_URL=url, CACHE_KEY_PREFIX=prefix):
         try:
-            yield "redis"
+            yield
         finally:
             upstreams.reset()
             client = redis.Redis.from_url(url)
             for key in client.scan_iter(f"{prefix}:*", count=1000):
                 client.delete(key)
             client.close()
+
+
+@pytest.fixture(params=["memory", "redis"])
+def breaker_storage(request: pytest.FixtureRequest, fake: FakeUpstream) -> Iterator[str]:
+    """Run a test with the breakers in memory and in the real Redis (keys cleaned up)."""
+    if request.param == "memory":
+        yield "memory"
+        return
+    with breakers_on_redis():
+        yield "redis"
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from django.test import Client, override_settings
 from common.testing import server_url
 from proxy import bench, upstreams
 from proxy.breaker import BreakerOpenError, UpstreamBreaker, UpstreamServerError
+from proxy.tests.conftest import breakers_on_redis
 from proxy.tests.fake_upstream import Answer
 from proxy.throttling import GatewayUserThrottle
 
@@ -70,19 +71,10 @@ def test_own_failures_drop_the_cached_state_at_once(shared_redis):
 
 
 def test_gateway_breakers_use_the_state_cache_only_with_redis(fake):
-    url = server_url("redis")
-    prefix = f"{os.environ.get('CACHE_KEY_PREFIX', 'mstest-local')}-{uuid.uuid4().hex[:8]}"
     with override_settings(BREAKER_STATE_CACHE_SECONDS=0.25):
         assert upstreams.get("playlist").breaker._state_cache_seconds == 0.0  # memory storage
-        with override_settings(REDIS_URL=url, CACHE_KEY_PREFIX=prefix):
-            try:
-                assert upstreams.get("playlist").breaker._state_cache_seconds == 0.25
-            finally:
-                upstreams.reset()
-                client = redis.Redis.from_url(url)
-                for key in client.scan_iter(f"{prefix}:*", count=1000):
-                    client.delete(key)
-                client.close()
+        with breakers_on_redis():
+            assert upstreams.get("playlist").breaker._state_cache_seconds == 0.25
 
 
 @pytest.fixture
