@@ -5,10 +5,12 @@
     python manage_all.py test [SUITE...]     # every test suite; ends with "N passed, N failed"
     python manage_all.py migrate | check
     python manage_all.py manage SERVICE ARGS...
+    python manage_all.py reset [--yes]       # delete .state/ (all local data), after asking
 
 Only the standard library is imported here: this file creates the virtual environment that
-everything else runs in. The end-to-end suite imports `Platform` to start the services exactly
-as `up` does.
+everything else runs in. Servers that no variable names (PostgreSQL, Redis, a MongoDB
+wire-protocol server) run from wheels in the virtualenv (`devtools.servers`). The end-to-end
+suite imports `Platform` to start the services exactly as `up` does.
 """
 
 from __future__ import annotations
@@ -29,11 +31,15 @@ import urllib.error
 import urllib.request
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT))
+
+from devtools import servers  # noqa: E402
+
 VENV = Path(os.environ.get("VENV_DIR", ROOT / ".venv"))
 STATE = Path(os.environ.get("STATE_DIR", ROOT / ".state"))
 REQUIREMENTS = ROOT / "requirements" / "dev.txt"
@@ -172,25 +178,115 @@ def prepare(env_overrides: dict[str, str] | None = None) -> None:
     manage("auth", "ensure_jwt_keys", env=service_env("auth", env_overrides))
 
 
+# --------------------------------------------------------------------------- local servers
+
+
+def redis_db_url(url: str, db: int) -> str:
+    """The same Redis server, another database number (the broker lives in its own)."""
+    base, _, last = url.rpartition("/")
+    return f"{base}/{db}" if last.isdigit() and base.count("/") >= 2 else f"{url.rstrip('/')}/{db}"
+
+
+def local_servers(
+    state: Path, env: dict[str, str], *, durable: bool = True, free_ports: bool = False
+) -> tuple[list[servers.LocalServer], dict[str, str]]:
+    """The servers `env` does not name, and the variables that point the services at them.
+
+    Ports come from LOCAL_<NAME>_PORT (or free ones, for test runs); data from `state`.
+    """
+    wanted = []
+    if not (env.get("AUTH_DATABASE_URL") and env.get("ANALYSIS_DATABASE_URL")):
+        wanted.append("postgres")
+    if not env.get("REDIS_URL"):
+        wanted.append("redis")
+    if not env.get("MONGODB_URI"):
+        wanted.append("mongodb")
+    exports: dict[str, str] = {}
+    if env.get("REDIS_URL") and not env.get("CELERY_BROKER_URL"):
+        exports["CELERY_BROKER_URL"] = redis_db_url(env["REDIS_URL"], 1)
+    if not wanted:
+        return [], exports
+    binaries = servers.find_binaries(venv_python())
+    found: list[servers.LocalServer] = []
+    for name in wanted:
+        port = (
+            servers.free_port()
+            if free_ports
+            else int(env.get(servers.PORT_VARS[name]) or servers.DEFAULT_PORTS[name])
+        )
+        servers.check_port_free(
+            port, what=f"the local {name} server", variable=servers.PORT_VARS[name]
+        )
+        if name == "postgres":
+            server = servers.postgres(state, binaries, port=port, durable=durable)
+            base = server.url.rsplit("/", 1)[0]
+            for service in ORM_SERVICES:
+                exports.setdefault(f"{service.upper()}_DATABASE_URL", f"{base}/{service}")
+        elif name == "redis":
+            server = servers.redis(state, binaries, port=port, durable=durable)
+            exports["REDIS_URL"] = server.url
+            if not env.get("CELERY_BROKER_URL"):
+                # Celery's Redis transport: unacknowledged messages come back after a worker
+                # dies, which kombu's filesystem transport cannot do (README, "Broker").
+                exports["CELERY_BROKER_URL"] = redis_db_url(server.url, 1)
+        else:
+            server = servers.mongodb(state, binaries, port=port)
+            exports["MONGODB_URI"] = server.url
+        found.append(server)
+    for key in ("AUTH_DATABASE_URL", "ANALYSIS_DATABASE_URL"):
+        if env.get(key):
+            exports.pop(key, None)  # a database the caller named wins
+    return found, exports
+
+
+def server_specs(found: Sequence[servers.LocalServer]) -> list[ProcSpec]:
+    return [
+        ProcSpec(
+            server.name,
+            None,
+            server.argv,
+            ready=server.ready,
+            user=server.user,
+            group=server.group,
+            env={**os.environ},
+        )
+        for server in found
+    ]
+
+
+def create_databases(found: Sequence[servers.LocalServer], exports: dict[str, str]) -> None:
+    """A database per ORM service on the local PostgreSQL (idempotent)."""
+    postgres = next((server for server in found if server.name == "postgres"), None)
+    if postgres is None:
+        return
+    names = [
+        exports[f"{service.upper()}_DATABASE_URL"].rsplit("/", 1)[1]
+        for service in ORM_SERVICES
+        if f"{service.upper()}_DATABASE_URL" in exports
+    ]
+    servers.ensure_databases(servers.find_binaries(venv_python()), postgres.url, names)
+
+
 # --------------------------------------------------------------------------- processes
 
 
 @dataclass
 class ProcSpec:
-    """One process of the platform."""
+    """One process of the platform: a service's program, or a local server (`service` None)."""
 
     name: str
-    service: str
+    service: str | None
     argv: list[str]
     health_url: str | None = None
     env: dict[str, str] = field(default_factory=dict)
+    ready: Callable[[], bool] | None = None
+    user: int | None = None
+    group: int | None = None
 
 
 def gunicorn_argv(service: str, port: int, env: dict[str, str]) -> list[str]:
     folder, _ = SERVICES[service]
     workers = env.get(f"{service.upper()}_WEB_CONCURRENCY") or env.get("WEB_CONCURRENCY", "2")
-    if service == "playlist" and not env.get("MONGODB_URI"):
-        workers = "1"  # mongomock lives in one process: every request must reach it
     return [
         venv_bin("gunicorn"),
         "-c",
@@ -206,7 +302,11 @@ def gunicorn_argv(service: str, port: int, env: dict[str, str]) -> list[str]:
 
 
 def platform_specs(overrides: dict[str, str] | None = None) -> list[ProcSpec]:
-    """Every process `up` runs, given the environment (ports may be overridden)."""
+    """Every process `up` runs, given the environment (ports may be overridden).
+
+    The same table in every mode: what changes between a laptop and Compose is only where
+    the servers are, never which processes run.
+    """
     specs: list[ProcSpec] = []
     base = dict(os.environ)
     base.update(overrides or {})
@@ -222,15 +322,10 @@ def platform_specs(overrides: dict[str, str] | None = None) -> list[ProcSpec]:
                 env=env,
             )
         )
-    # With mongomock (no MONGODB_URI) the playlist data lives in its web process, which then
-    # runs the outbox relay and the playlist.events consumer as threads of its own.
-    real_mongo = bool(base.get("MONGODB_URI"))
     for service, folder, queue in (
         ("analysis", "analysis_project", "analysis.events"),
         ("playlist", "playlist_project", "playlist.events"),
     ):
-        if service == "playlist" and not real_mongo:
-            continue
         specs.append(
             ProcSpec(
                 f"{service}-worker",
@@ -254,8 +349,6 @@ def platform_specs(overrides: dict[str, str] | None = None) -> list[ProcSpec]:
             )
         )
     for service in ("auth", "playlist"):
-        if service == "playlist" and not real_mongo:
-            continue
         folder, _ = SERVICES[service]
         specs.append(
             ProcSpec(
@@ -291,16 +384,75 @@ def platform_specs(overrides: dict[str, str] | None = None) -> list[ProcSpec]:
     return specs
 
 
-def _set_parent_death_signal() -> None:
-    """Children get SIGTERM if the launcher dies without cleaning up (Linux only)."""
-    with contextlib.suppress(Exception):
-        import ctypes
+def platform_ports(overrides: dict[str, str] | None = None) -> dict[str, tuple[int, str]]:
+    """Every port `up` listens on: {what: (port, variable that moves it)}."""
+    base = {**os.environ, **(overrides or {})}
+    ports = {
+        name: (int(base.get(f"{name.upper()}_PORT", port)), f"{name.upper()}_PORT")
+        for name, (_, port) in SERVICES.items()
+    }
+    ports["flower"] = (int(base.get("FLOWER_PORT", FLOWER_PORT)), "FLOWER_PORT")
+    return ports
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+# Runs in a process of its own (its own session) for as long as the launcher lives. The launcher
+# writes "<process group> <signal>" for every process it starts; when its end of the pipe closes
+# (the launcher exited, or was SIGKILLed) every group still there gets its stop signal, then
+# SIGKILL after a grace period. So no process of the platform outlives the launcher.
+WATCHDOG = """
+import os, signal, sys, time
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+groups = []
+for line in sys.stdin:
+    pgid, sig = line.split()
+    groups.append((int(pgid), int(sig)))
+def alive(pgid):
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
+left = [g for g in reversed(groups) if alive(g[0])]
+for pgid, sig in left:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+deadline = time.monotonic() + float(sys.argv[1])
+while time.monotonic() < deadline and any(alive(p) for p, _ in left):
+    time.sleep(0.2)
+for pgid, _ in left:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+"""
+
+
+def _set_parent_death_signal(sig: int) -> Callable[[], None]:
+    """Belt and braces beside the watchdog: the child gets `sig` if the launcher dies."""
+
+    def _preexec() -> None:
+        with contextlib.suppress(Exception):
+            import ctypes
+
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, sig)  # PR_SET_PDEATHSIG
+
+    return _preexec
+
+
+def stop_signal(spec: ProcSpec) -> int:
+    # PostgreSQL's "fast" shutdown (SIGINT) disconnects clients; SIGTERM would wait for them.
+    return signal.SIGINT if spec.name == "postgres" else signal.SIGTERM
 
 
 class Platform:
-    """Starts processes, prefixes their output, waits for health, stops them all."""
+    """Starts processes, prefixes their output, waits for health, stops them all.
+
+    Local servers (specs without a service) start first and stop last. A watchdog process
+    stops whatever is left if the launcher dies (see WATCHDOG).
+    """
 
     def __init__(
         self, specs: Sequence[ProcSpec], *, echo: bool = True, log_dir: Path | None = None
@@ -312,28 +464,54 @@ class Platform:
         self._threads: list[threading.Thread] = []
         self._color = sys.stdout.isatty()
         self._lock = threading.Lock()
+        self._watchdog: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
+    def add(self, specs: Sequence[ProcSpec]) -> None:
+        self.specs.extend(specs)
+
+    def start(self, names: Iterable[str] | None = None) -> None:
+        """Start the named processes (default: every one not started yet)."""
+        wanted = set(names) if names is not None else None
         for spec in self.specs:
-            self._spawn(spec)
+            if spec.name in self.procs and self.procs[spec.name].poll() is None:
+                continue
+            if wanted is None or spec.name in wanted:
+                self._spawn(spec)
+
+    def _watch(self, pid: int, sig: int) -> None:
+        if self._watchdog is None or self._watchdog.poll() is not None:
+            self._watchdog = subprocess.Popen(
+                [sys.executable, "-c", WATCHDOG, "15"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        assert self._watchdog.stdin is not None
+        with contextlib.suppress(BrokenPipeError):
+            self._watchdog.stdin.write(f"{pid} {int(sig)}\n".encode())
+            self._watchdog.stdin.flush()
 
     def _spawn(self, spec: ProcSpec) -> None:
-        folder, _ = SERVICES[spec.service]
-        metrics_dir = spec.env.get("PROMETHEUS_MULTIPROC_DIR")
+        cwd = ROOT / SERVICES[spec.service][0] if spec.service else ROOT
+        metrics_dir = spec.env.get("PROMETHEUS_MULTIPROC_DIR") if spec.service else None
         if metrics_dir:  # stale files from an earlier run would be summed in
             shutil.rmtree(metrics_dir, ignore_errors=True)
             Path(metrics_dir).mkdir(parents=True)
         proc = subprocess.Popen(
             spec.argv,
-            cwd=ROOT / folder,
-            env=spec.env,
+            cwd=cwd,
+            env=spec.env or None,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
-            preexec_fn=_set_parent_death_signal,
+            preexec_fn=_set_parent_death_signal(stop_signal(spec)),
+            user=spec.user,
+            group=spec.group,
         )
         self.procs[spec.name] = proc
+        self._watch(proc.pid, stop_signal(spec))
         width = max(len(s.name) for s in self.specs)
         prefix = spec.name.ljust(width)
         if self._color:
@@ -363,39 +541,56 @@ class Platform:
     def dead(self) -> list[str]:
         return [name for name, proc in self.procs.items() if proc.poll() is not None]
 
-    def wait_healthy(self, timeout: float = 120.0) -> None:
-        """Wait until every health URL answers 200 and every process still runs."""
+    def wait_healthy(self, timeout: float = 120.0, names: Iterable[str] | None = None) -> None:
+        """Wait until every health URL answers 200 (every server accepts connections) and
+        every process still runs."""
+        wanted = set(names) if names is not None else set(self.procs)
         deadline = time.monotonic() + timeout
-        pending = [spec for spec in self.specs if spec.health_url]
+        pending = [
+            spec for spec in self.specs if spec.name in wanted and (spec.health_url or spec.ready)
+        ]
         while pending:
             if self.dead():
                 raise RuntimeError(f"process exited during start-up: {', '.join(self.dead())}")
             if time.monotonic() > deadline:
-                names = ", ".join(spec.name for spec in pending)
-                raise RuntimeError(f"not healthy after {timeout:.0f}s: {names}")
-            pending = [spec for spec in pending if not _answers(spec.health_url or "")]
+                names_left = ", ".join(spec.name for spec in pending)
+                raise RuntimeError(f"not healthy after {timeout:.0f}s: {names_left}")
+            pending = [spec for spec in pending if not _is_up(spec)]
             if pending:
-                time.sleep(0.3)
+                time.sleep(0.2)
 
     def stop(self, timeout: float = 15.0) -> None:
-        """SIGTERM every process group, then SIGKILL what is left after `timeout`."""
-        for proc in self.procs.values():
+        """Stop the services, then the local servers: stop signal, SIGKILL after `timeout`."""
+        apps = [spec.name for spec in self.specs if spec.service and spec.name in self.procs]
+        local = [spec.name for spec in self.specs if not spec.service and spec.name in self.procs]
+        for group in (apps, local):
+            self._stop_group(group, timeout)
+        for thread in self._threads:
+            thread.join(timeout=2)
+        if self._watchdog is not None and self._watchdog.stdin is not None:
+            with contextlib.suppress(OSError):
+                self._watchdog.stdin.close()  # nothing left for it to stop
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._watchdog.wait(5)
+
+    def _stop_group(self, names: Sequence[str], timeout: float) -> None:
+        specs = {spec.name: spec for spec in self.specs}
+        procs = [(name, self.procs[name]) for name in names]
+        for name, proc in procs:
             if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGTERM)
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.pid, stop_signal(specs[name]))
         deadline = time.monotonic() + timeout
-        for proc in self.procs.values():
+        for _, proc in procs:
             remaining = max(0.1, deadline - time.monotonic())
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(remaining)
-        for proc in self.procs.values():
+        for _, proc in procs:
             # The whole group: gunicorn and celery workers have children of their own.
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(5)
-        for thread in self._threads:
-            thread.join(timeout=2)
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         with contextlib.suppress(ProcessLookupError):
@@ -406,6 +601,12 @@ class Platform:
         """Kill one process (SIGKILL, as a crash would) and start it again."""
         self.kill(name)
         self._spawn(next(spec for spec in self.specs if spec.name == name))
+
+
+def _is_up(spec: ProcSpec) -> bool:
+    if spec.ready is not None:
+        return spec.ready()
+    return _answers(spec.health_url or "")
 
 
 def _answers(url: str, timeout: float = 1.0) -> bool:
@@ -419,39 +620,122 @@ def _answers(url: str, timeout: float = 1.0) -> bool:
 # --------------------------------------------------------------------------- commands
 
 
+UP_PID = STATE / "up.pid"
+
+
+def running_up() -> int | None:
+    """The pid of a `manage_all.py up` running on this state folder, if any."""
+    try:
+        pid = int(UP_PID.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass
+    return pid
+
+
+@contextlib.contextmanager
+def local_servers_for_command(*, echo: bool = False) -> Iterable[None]:
+    """For one-off commands (migrate, check, manage): the local servers in os.environ.
+
+    While `up` runs they are its servers (same ports); otherwise they run for this command.
+    """
+    state = Path(os.environ.get("STATE_DIR", STATE))
+    if running_up():
+        env = dict(os.environ)
+        for name, var in servers.PORT_VARS.items():
+            env.setdefault(var, str(servers.DEFAULT_PORTS[name]))
+        # Same URLs `up` exported: computed, nothing started.
+        exports = _urls_of_running(env)
+        os.environ.update(exports)
+        yield
+        return
+    found, exports = local_servers(state, dict(os.environ))
+    os.environ.update(exports)
+    platform = Platform(server_specs(found), echo=echo, log_dir=state / "logs")
+    try:
+        platform.start()
+        platform.wait_healthy(60)
+        create_databases(found, exports)
+        yield
+    finally:
+        platform.stop()
+
+
+def _urls_of_running(env: dict[str, str]) -> dict[str, str]:
+    exports: dict[str, str] = {}
+    ports = {name: int(env[var]) for name, var in servers.PORT_VARS.items()}
+    if not (env.get("AUTH_DATABASE_URL") and env.get("ANALYSIS_DATABASE_URL")):
+        for service in ORM_SERVICES:
+            exports[f"{service.upper()}_DATABASE_URL"] = (
+                f"postgres://postgres@127.0.0.1:{ports['postgres']}/{service}"
+            )
+    if not env.get("REDIS_URL"):
+        exports["REDIS_URL"] = f"redis://127.0.0.1:{ports['redis']}/0"
+    if not env.get("CELERY_BROKER_URL"):
+        exports["CELERY_BROKER_URL"] = redis_db_url(env.get("REDIS_URL") or exports["REDIS_URL"], 1)
+    if not env.get("MONGODB_URI"):
+        exports["MONGODB_URI"] = f"mongodb://127.0.0.1:{ports['mongodb']}"
+    return exports
+
+
 def cmd_up(_: argparse.Namespace) -> int:
     bootstrap()
     load_environment()
     if sys.stdout.isatty():
         os.environ.setdefault("LOG_FORMAT", "text")
     os.environ.setdefault("DEBUG", "false")
-    if not os.environ.get("REDIS_URL"):
-        # Several processes per service (gunicorn workers, the analysis worker) must share
-        # revocations, throttles and cache invalidations: local memory would not.
-        os.environ.setdefault("CACHE_BACKEND", "file")
-    prepare()
-    specs = platform_specs()
-    platform = Platform(specs)
+    other = running_up()
+    if other and other != os.getpid():
+        log(
+            f"`manage_all.py up` is already running (pid {other}, {UP_PID}): stop it first "
+            f"(Ctrl-C in its terminal, or `kill {other}`)"
+        )
+        return 1
+    if UP_PID.exists():
+        log(f"removing a stale {UP_PID} left by a run that did not stop cleanly")
+    started = time.monotonic()
+    try:
+        for what, (port, variable) in platform_ports().items():
+            servers.check_port_free(port, what=what, variable=variable)
+        found, exports = local_servers(STATE, dict(os.environ))
+    except servers.ServerError as exc:
+        log(str(exc))
+        return 1
+    UP_PID.write_text(f"{os.getpid()}\n")
+    os.environ.update(exports)
+    platform = Platform(server_specs(found))
 
     def _terminate(signum: int, _frame: object) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _terminate)
-    started = time.monotonic()
     try:
+        if found:
+            log("local servers: " + ", ".join(f"{s.name} {s.url}" for s in found))
+            platform.start()
+            platform.wait_healthy(60)
+            create_databases(found, exports)
+        prepare()
+        specs = platform_specs()
+        platform.add(specs)
         platform.start()
         platform.wait_healthy()
         gateway = os.environ.get("GATEWAY_SERVICE_URL", "http://localhost:4000")
         analysis = os.environ.get("ANALYSIS_SERVICE_URL", "http://localhost:3001")
-        log(f"all {len(specs)} processes up in {time.monotonic() - started:.1f}s")
+        log(f"all {len(platform.specs)} processes up in {time.monotonic() - started:.1f}s")
         log(f"gateway      {gateway}/api/")
         log(f"API docs     {gateway}/api/docs")
         log(
             f"admin        {analysis}/admin/  (python manage_all.py manage analysis "
             "createsuperuser)"
         )
-        if any(spec.name == "flower" for spec in specs):
-            log(f"Flower       http://localhost:{os.environ.get('FLOWER_PORT', FLOWER_PORT)}/")
+        log(f"Flower       http://localhost:{os.environ.get('FLOWER_PORT', FLOWER_PORT)}/")
+        log(f"data         {STATE} (python manage_all.py reset deletes it)")
         log("Ctrl-C stops everything")
         while True:
             dead = platform.dead()
@@ -462,30 +746,56 @@ def cmd_up(_: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         log("stopping")
         return 0
-    except RuntimeError as exc:
+    except (RuntimeError, subprocess.CalledProcessError) as exc:
         log(str(exc))
         return 1
     finally:
         platform.stop()
+        UP_PID.unlink(missing_ok=True)
         log("stopped")
+
+
+def cmd_reset(args: argparse.Namespace) -> int:
+    """Delete .state/ (every local server's data, keys, secrets) after confirmation."""
+    if running_up():
+        log("`manage_all.py up` is running: stop it first")
+        return 1
+    if not STATE.exists():
+        log(f"{STATE} does not exist: nothing to delete")
+        return 0
+    if not args.yes:
+        if not sys.stdin.isatty():
+            log(f"refusing to delete {STATE} without --yes (no terminal to ask)")
+            return 2
+        answer = input(f"Delete {STATE} (all local data: databases, keys, secrets)? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            log("nothing deleted")
+            return 1
+    servers.remove_state(STATE)
+    log(f"deleted {STATE}")
+    return 0
 
 
 def cmd_migrate(_: argparse.Namespace) -> int:
     bootstrap()
     load_environment()
-    for service in ORM_SERVICES:
-        manage(service, "migrate", "--noinput")
+    with local_servers_for_command():
+        for service in ORM_SERVICES:
+            manage(service, "migrate", "--noinput")
     return 0
 
 
-def run_checks() -> list[tuple[str, bool]]:
+def run_checks(overrides: dict[str, str] | None = None) -> list[tuple[str, bool]]:
     """System checks of every service, missing migrations, lint and types."""
     results: list[tuple[str, bool]] = []
     for service in SERVICES:
-        ok = manage(service, "check", "--fail-level", "WARNING", check=False).returncode == 0
-        results.append((f"{service}: manage.py check", ok))
+        env = service_env(service, overrides)
+        ok = manage(service, "check", "--fail-level", "WARNING", env=env, check=False).returncode
+        results.append((f"{service}: manage.py check", ok == 0))
     for service in ORM_SERVICES:
-        ok = manage(service, "makemigrations", "--check", "--dry-run", check=False).returncode == 0
+        env = service_env(service, overrides)
+        argv = ("makemigrations", "--check", "--dry-run")
+        ok = manage(service, *argv, env=env, check=False).returncode == 0
         results.append((f"{service}: makemigrations --check", ok))
     ruff = subprocess.run([venv_bin("ruff"), "check", "."], cwd=ROOT, check=False)
     results.append(("ruff check", ruff.returncode == 0))
@@ -501,7 +811,8 @@ def run_checks() -> list[tuple[str, bool]]:
 def cmd_check(_: argparse.Namespace) -> int:
     bootstrap()
     load_environment()
-    return 0 if all(ok for _, ok in run_checks()) else 1
+    with local_servers_for_command():
+        return 0 if all(ok for _, ok in run_checks()) else 1
 
 
 def cmd_manage(args: argparse.Namespace) -> int:
@@ -510,7 +821,8 @@ def cmd_manage(args: argparse.Namespace) -> int:
     if args.service not in SERVICES:
         log(f"unknown service {args.service!r}; one of {', '.join(SERVICES)}")
         return 2
-    return manage(args.service, *args.args, check=False).returncode
+    with local_servers_for_command():
+        return manage(args.service, *args.args, check=False).returncode
 
 
 # --------------------------------------------------------------------------- tests
@@ -526,16 +838,26 @@ def _port_open(host: str, port: int) -> bool:
 
 @dataclass
 class TestResources:
-    """Isolated slices of the shared servers for one test run; removed afterwards."""
+    """Isolated slices of real servers for one test run; removed afterwards.
+
+    PostgreSQL and Redis: the machine's on 127.0.0.1 when they answer (CI), else local ones
+    from the virtualenv's wheels, started for this run. MongoDB: always this run's own
+    SecantusDB server (a real MongoDB can be named for the contract suite). RabbitMQ: the
+    machine's, in a vhost of this run; without it the tests that need RabbitMQ itself skip
+    (fail under CI=true) and the platform's broker is Redis.
+    """
 
     run_id: str
     env: dict[str, str]
     vhost: str | None = None
+    platform: Platform | None = None
+    state: Path | None = None
 
     @classmethod
-    def create(cls) -> TestResources:
+    def create(cls, state: Path) -> TestResources:
         run_id = uuid.uuid4().hex[:8]
         ci = os.environ.get("CI", "").lower() == "true"
+        contract_mongo = os.environ.get("MONGODB_URI_CONTRACT") or os.environ.get("MONGODB_URI")
         env = {
             "DEBUG": "false",
             "SECRET_KEY": f"test-secret-{run_id}",
@@ -544,55 +866,57 @@ class TestResources:
             "TEST_RUN_ID": run_id,
             "CACHE_KEY_PREFIX": f"mstest-{run_id}",
         }
+        if contract_mongo:
+            env["MONGODB_URI_CONTRACT"] = contract_mongo
         for var in ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "MONGODB_URI"):
             os.environ.pop(var, None)
+        resources = cls(run_id=run_id, env=env, state=state)
+        # A fresh machine with nothing but Python, on any machine: ignore the servers it has.
+        own = os.environ.get("TEST_LOCAL_SERVERS", "").lower() == "true"
+        local_env: dict[str, str] = {}
         pg = os.environ.get("TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres")
         redis = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-        missing = []
-        if _port_open("127.0.0.1", 5432):
+        if not own and (os.environ.get("TEST_POSTGRES_URL") or _port_open("127.0.0.1", 5432)):
             env["TEST_POSTGRES_URL"] = pg
-        else:
-            missing.append("PostgreSQL on 127.0.0.1:5432")
-        if _port_open("127.0.0.1", 6379):
+            local_env["AUTH_DATABASE_URL"] = local_env["ANALYSIS_DATABASE_URL"] = pg
+        if not own and (os.environ.get("TEST_REDIS_URL") or _port_open("127.0.0.1", 6379)):
             env["TEST_REDIS_URL"] = redis
-        else:
-            missing.append("Redis on 127.0.0.1:6379")
-        vhost = None
-        if _port_open("127.0.0.1", 5672):
+            local_env["REDIS_URL"] = redis
+        if os.environ.get("TEST_MONGODB_URI"):
+            local_env["MONGODB_URI"] = os.environ["TEST_MONGODB_URI"]
+        local_env["CELERY_BROKER_URL"] = "unused"  # decided below
+        found, exports = local_servers(state / "servers", local_env, durable=False, free_ports=True)
+        if found:
+            log("starting this run's own servers: " + ", ".join(s.name for s in found))
+            resources.platform = Platform(server_specs(found), echo=False, log_dir=state / "logs")
+            resources.platform.start()
+            resources.platform.wait_healthy(90)
+        if "AUTH_DATABASE_URL" in exports:
+            env["TEST_POSTGRES_URL"] = exports["AUTH_DATABASE_URL"].rsplit("/", 1)[0] + "/postgres"
+        if "REDIS_URL" in exports:
+            env["TEST_REDIS_URL"] = exports["REDIS_URL"]
+        env["TEST_MONGODB_URI"] = exports.get("MONGODB_URI") or os.environ["TEST_MONGODB_URI"]
+        if not own and _port_open("127.0.0.1", 5672) and shutil.which("rabbitmqctl"):
             vhost = f"mstest-{run_id}"
-            if shutil.which("rabbitmqctl"):
-                subprocess.run(
-                    ["rabbitmqctl", "-q", "add_vhost", vhost], check=True, stdout=subprocess.DEVNULL
-                )
-                subprocess.run(
-                    [
-                        "rabbitmqctl",
-                        "-q",
-                        "set_permissions",
-                        "-p",
-                        vhost,
-                        "guest",
-                        ".*",
-                        ".*",
-                        ".*",
-                    ],
-                    check=True,
-                    stdout=subprocess.DEVNULL,
-                )
-                env["TEST_AMQP_URL"] = f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
-            else:
-                vhost = None
-                missing.append("rabbitmqctl (to make an isolated vhost)")
+            for argv in (
+                ["rabbitmqctl", "-q", "add_vhost", vhost],
+                ["rabbitmqctl", "-q", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"],
+            ):
+                subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
+            resources.vhost = vhost
+            env["TEST_AMQP_URL"] = f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
+            env["TEST_BROKER_URL"] = env["TEST_AMQP_URL"]
         else:
-            missing.append("RabbitMQ on 127.0.0.1:5672")
-        if missing:
-            text = "; ".join(missing)
+            message = "no RabbitMQ (127.0.0.1:5672 and rabbitmqctl)"
             if ci:
-                log(f"CI=true and missing: {text}; the tests that need them will fail")
+                log(f"CI=true and {message}: the tests that need it will fail")
             else:
-                log(f"missing: {text}; the tests that need them are skipped")
+                log(f"{message}: the tests that need it are skipped; the broker is Redis")
+            # Celery's Redis transport, keys under this run's prefix (kombu global_keyprefix).
+            env["TEST_BROKER_URL"] = redis_db_url(env["TEST_REDIS_URL"], 1)
+            env["CELERY_BROKER_KEY_PREFIX"] = f"mstest-{run_id}-broker:"
         env["TEST_REQUIRE_SERVERS"] = "true" if ci else "false"
-        return cls(run_id=run_id, env=env, vhost=vhost)
+        return resources
 
     def cleanup(self) -> None:
         if self.vhost and shutil.which("rabbitmqctl"):
@@ -602,20 +926,25 @@ class TestResources:
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
-        if "TEST_REDIS_URL" in self.env:
+        if self.platform is None or "redis" not in self.platform.procs:
             prefix = self.env["CACHE_KEY_PREFIX"]
             code = (
                 "import redis,sys;r=redis.Redis.from_url(sys.argv[1]);"
                 "[r.delete(k) for k in r.scan_iter(sys.argv[2]+'*', count=1000)]"
             )
-            subprocess.run(
-                [venv_python(), "-c", code, self.env["TEST_REDIS_URL"], prefix], check=False
-            )
+            for url in {self.env["TEST_REDIS_URL"], self.env["TEST_BROKER_URL"]}:
+                if url.startswith("redis"):
+                    subprocess.run([venv_python(), "-c", code, url, prefix], check=False)
+        if self.platform is not None:
+            self.platform.stop()
+        if self.state is not None:
+            shutil.rmtree(self.state / "servers", ignore_errors=True)
 
 
 def suite_command(
     suite: str, junit: Path, extra: Sequence[str]
 ) -> tuple[list[str], Path, dict[str, str]]:
+    """The pytest command of one suite, with the environment its service runs with."""
     base = [
         venv_python(),
         "-m",
@@ -626,19 +955,26 @@ def suite_command(
         "no:cacheprovider",
         f"--junitxml={junit}",
     ]
-    env = dict(os.environ)
+    run = os.environ["TEST_RUN_ID"]
+    servers_env = {
+        "REDIS_URL": os.environ["TEST_REDIS_URL"],
+        "CELERY_BROKER_URL": os.environ["TEST_BROKER_URL"],
+        "MONGODB_URI": os.environ["TEST_MONGODB_URI"],
+    }
     if suite in SERVICES:
         folder, _ = SERVICES[suite]
-        env = service_env(suite)
-        pg = os.environ.get("TEST_POSTGRES_URL")
-        if suite in ORM_SERVICES and pg:
+        env = service_env(suite, servers_env)
+        env["MONGODB_DB"] = f"playlist_test_{run}"
+        if suite in ORM_SERVICES:
             # pytest-django creates (and drops) test_<name>: a database of this run only.
-            env["DATABASE_URL"] = f"{pg.rsplit('/', 1)[0]}/ms_{suite}_{os.environ['TEST_RUN_ID']}"
+            pg = os.environ["TEST_POSTGRES_URL"]
+            env["DATABASE_URL"] = f"{pg.rsplit('/', 1)[0]}/ms_{suite}_{run}"
         return (
             [*base, "--rootdir", str(ROOT / folder), str(ROOT / folder), *extra],
             ROOT / folder,
             env,
         )
+    env = dict(os.environ)  # these suites read the TEST_* variables
     env["PYTHONPATH"] = str(ROOT)
     env.pop("DJANGO_SETTINGS_MODULE", None)
     folder = ROOT / suite / "tests" if suite == "infra" else ROOT / suite
@@ -666,10 +1002,26 @@ def cmd_test(args: argparse.Namespace) -> int:
     if unknown:
         log(f"unknown suite(s) {', '.join(unknown)}; choose from checks, {', '.join(SUITES)}")
         return 2
-    resources = TestResources.create()
+    run_state = STATE / "test" / uuid.uuid4().hex[:8]
+    run_state.mkdir(parents=True, exist_ok=True)
+    try:
+        resources = TestResources.create(run_state)
+    except (servers.ServerError, RuntimeError) as exc:
+        log(f"could not start this run's servers: {exc}")
+        return 1
     os.environ.update(resources.env)
-    os.environ["STATE_DIR"] = str(STATE / "test" / resources.run_id)
-    Path(os.environ["STATE_DIR"]).mkdir(parents=True, exist_ok=True)
+    os.environ["STATE_DIR"] = str(run_state)
+    # What the checks (manage.py check, makemigrations --check) configure the services with.
+    checks_env = dict(
+        {
+            "REDIS_URL": resources.env["TEST_REDIS_URL"],
+            "CELERY_BROKER_URL": resources.env["TEST_BROKER_URL"],
+            "MONGODB_URI": resources.env["TEST_MONGODB_URI"],
+            "MONGODB_DB": f"playlist_test_{resources.run_id}",
+            "AUTH_DATABASE_URL": resources.env["TEST_POSTGRES_URL"],
+            "ANALYSIS_DATABASE_URL": resources.env["TEST_POSTGRES_URL"],
+        }
+    )
     results_dir = STATE / "test-results"
     results_dir.mkdir(parents=True, exist_ok=True)
     totals = {"passed": 0, "failed": 0, "skipped": 0}
@@ -677,7 +1029,7 @@ def cmd_test(args: argparse.Namespace) -> int:
     try:
         for suite in chosen:
             if suite == "checks":
-                checks = run_checks()
+                checks = run_checks(checks_env)
                 passed = sum(ok for _, ok in checks)
                 counts = (passed, len(checks) - passed, 0)
             else:
@@ -697,6 +1049,7 @@ def cmd_test(args: argparse.Namespace) -> int:
             lines.append(f"{suite}: {counts[0]} passed, {counts[1]} failed, {counts[2]} skipped")
     finally:
         resources.cleanup()
+        shutil.rmtree(run_state, ignore_errors=True)
     for line in lines:
         log(line)
     summary = f"{totals['passed']} passed, {totals['failed']} failed"
@@ -722,6 +1075,9 @@ def main(argv: Iterable[str] | None = None) -> int:
         "--pytest-args", nargs=argparse.REMAINDER, default=[], help="passed to pytest (put last)"
     )
     test.set_defaults(func=cmd_test)
+    reset = sub.add_parser("reset", help="delete .state/ (all local data) after confirmation")
+    reset.add_argument("--yes", action="store_true", help="do not ask")
+    reset.set_defaults(func=cmd_reset)
     manage_parser = sub.add_parser("manage", help="a Django management command of one service")
     manage_parser.add_argument("service", help=", ".join(SERVICES))
     manage_parser.add_argument("args", nargs=argparse.REMAINDER)

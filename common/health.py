@@ -37,7 +37,7 @@ def check_broker() -> None:
     from kombu import Connection
 
     with Connection(
-        getattr(settings, "CELERY_BROKER_URL", "filesystem://"),
+        settings.CELERY_BROKER_URL,
         transport_options=getattr(settings, "CELERY_BROKER_TRANSPORT_OPTIONS", {}),
         connect_timeout=2,
     ) as conn:

@@ -74,7 +74,7 @@ def env_list(name: str, default: list[str]) -> list[str]:
 
 
 def state_dir() -> Path:
-    """Where the single-machine default keeps SQLite files, keys and the broker folder."""
+    """Where the single-machine default keeps keys, static files and metrics folders."""
     path = Path(env_str("STATE_DIR", str(REPO_ROOT / ".state")))
     path.mkdir(parents=True, exist_ok=True)
     return path
@@ -83,6 +83,17 @@ def state_dir() -> Path:
 def _mkdir(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def required(name: str, *, what: str) -> str:
+    """A server's URL: no in-process stand-in exists, so start-up fails without one."""
+    value = env(name)
+    if value:
+        return value
+    raise ImproperlyConfigured(
+        f"{name} is not set: this service needs {what}. `python manage_all.py up` starts "
+        "local servers and sets it; otherwise set it (see infra/.env-sample)."
+    )
 
 
 def secret(name: str, *, debug: bool, dev_default: str) -> str:
@@ -99,87 +110,57 @@ def secret(name: str, *, debug: bool, dev_default: str) -> str:
 
 
 def database(*, service: str) -> dict[str, Any]:
-    """DATABASES['default'] from DATABASE_URL, else SQLite in the state folder."""
-    url = env("DATABASE_URL")
-    if url:
-        parsed = dj_database_url.parse(
-            url, conn_max_age=env_int("DB_CONN_MAX_AGE", 60), conn_health_checks=True
-        )
-        config: dict[str, Any] = dict(parsed)
-        test_name = env("TEST_DATABASE_NAME")
-        if test_name:
-            config["TEST"] = {"NAME": test_name}
-        return config
+    """DATABASES['default'] from DATABASE_URL (PostgreSQL)."""
+    url = required("DATABASE_URL", what=f"a PostgreSQL database for {service}")
+    parsed = dj_database_url.parse(
+        url, conn_max_age=env_int("DB_CONN_MAX_AGE", 60), conn_health_checks=True
+    )
+    config: dict[str, Any] = dict(parsed)
+    test_name = env("TEST_DATABASE_NAME")
+    if test_name:
+        config["TEST"] = {"NAME": test_name}
+    return config
+
+
+def cache(*, service: str) -> dict[str, Any]:
+    """CACHES['default']: django-redis on REDIS_URL, shared by every process of the service."""
+    prefix = env_str("CACHE_KEY_PREFIX", "ms")
+    url = required("REDIS_URL", what="Redis (cache, revocations, throttles, breaker state)")
     return {
-        "ENGINE": "django.db.backends.sqlite3",
-        "NAME": str(state_dir() / f"{service}.sqlite3"),
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": url,
+        # No ":" inside the prefix: django-redis splits keys on it to strip the prefix.
+        "KEY_PREFIX": f"{prefix}-{service}",
+        "TIMEOUT": env_int("CACHE_TTL_SECONDS", 60),
         "OPTIONS": {
-            "timeout": 20,
-            "transaction_mode": "IMMEDIATE",
-            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            "CLIENT_CLASS": "django_redis.client.DefaultClient",
+            "SOCKET_CONNECT_TIMEOUT": env_float("REDIS_CONNECT_TIMEOUT", 0.5),
+            "SOCKET_TIMEOUT": env_float("REDIS_TIMEOUT", 0.5),
+            # One quick retry, not redis-py's default ten with backoff: a dead Redis must
+            # cost a request milliseconds, and callers fall back (database, fail-open).
+            "CONNECTION_POOL_KWARGS": {"retry": Retry(NoBackoff(), 1)},
         },
     }
 
 
-def cache(*, service: str) -> dict[str, Any]:
-    """CACHES['default']: django-redis on REDIS_URL, else CACHE_BACKEND: the local-memory cache
-    (one process) or a file cache in the state folder (every process of the service)."""
-    prefix = env_str("CACHE_KEY_PREFIX", "ms")
-    url = env("REDIS_URL")
-    if url:
-        return {
-            "BACKEND": "django_redis.cache.RedisCache",
-            "LOCATION": url,
-            # No ":" inside the prefix: django-redis splits keys on it to strip the prefix.
-            "KEY_PREFIX": f"{prefix}-{service}",
-            "TIMEOUT": env_int("CACHE_TTL_SECONDS", 60),
-            "OPTIONS": {
-                "CLIENT_CLASS": "django_redis.client.DefaultClient",
-                "SOCKET_CONNECT_TIMEOUT": env_float("REDIS_CONNECT_TIMEOUT", 0.5),
-                "SOCKET_TIMEOUT": env_float("REDIS_TIMEOUT", 0.5),
-                # One quick retry, not redis-py's default ten with backoff: a dead Redis must
-                # cost a request milliseconds, and callers fall back (database, fail-open).
-                "CONNECTION_POOL_KWARGS": {"retry": Retry(NoBackoff(), 1)},
-            },
-        }
-    backend = env_str("CACHE_BACKEND", "memory")
-    if backend == "file":
-        # Shared by every process of the service on one machine (gunicorn workers, a Celery
-        # worker): what `manage_all.py up` uses without Redis, so a revocation or an
-        # invalidation made by one process is seen by the others.
-        return {
-            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
-            "LOCATION": str(_mkdir(state_dir() / "cache" / service)),
-            "KEY_PREFIX": prefix,
-            "TIMEOUT": env_int("CACHE_TTL_SECONDS", 60),
-        }
-    if backend != "memory":
-        raise ImproperlyConfigured(f"CACHE_BACKEND must be 'memory' or 'file', got {backend!r}")
-    return {
-        "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
-        "LOCATION": f"{prefix}-{service}",
-        "TIMEOUT": env_int("CACHE_TTL_SECONDS", 60),
-    }
-
-
 def broker_url() -> str:
-    """CELERY_BROKER_URL, else kombu's filesystem transport (no server needed)."""
-    return env_str("CELERY_BROKER_URL", "filesystem://localhost/")
+    """CELERY_BROKER_URL: RabbitMQ (Compose, production) or Redis (the single-machine default)."""
+    return required("CELERY_BROKER_URL", what="a Celery broker (RabbitMQ or Redis)")
 
 
 def celery_settings(*, service: str) -> dict[str, Any]:
     """CELERY_* settings shared by publishers and workers (JSON only, at-least-once)."""
     url = broker_url()
-    if url.startswith("filesystem"):
-        folder = state_dir() / "broker"
-        for sub in ("queue", "processed", "control"):
-            (folder / sub).mkdir(parents=True, exist_ok=True)
-        transport_options: dict[str, Any] = {
-            "data_folder_in": str(folder / "queue"),
-            "data_folder_out": str(folder / "queue"),
-            "processed_folder": str(folder / "processed"),
-            "control_folder": str(folder / "control"),
-            "store_processed": False,
+    transport_options: dict[str, Any]
+    if url.split("://", 1)[0] in ("redis", "rediss"):
+        transport_options = {
+            # A message a worker took but never acknowledged (it died) is delivered again
+            # after this long: longer than any task may run (CELERY_TASK_TIME_LIMIT).
+            "visibility_timeout": env_int("CELERY_REDIS_VISIBILITY_TIMEOUT", 120),
+            # Test runs share one Redis: their queues live under a prefix of their own.
+            "global_keyprefix": env_str("CELERY_BROKER_KEY_PREFIX", ""),
+            "socket_timeout": env_float("CELERY_BROKER_CONNECTION_TIMEOUT", 2.0),
+            "socket_connect_timeout": env_float("CELERY_BROKER_CONNECTION_TIMEOUT", 2.0),
         }
     else:
         transport_options = {"confirm_publish": True}
@@ -207,8 +188,12 @@ def celery_settings(*, service: str) -> dict[str, Any]:
     }
 
 
-def defaults(*, service: str, base_dir: Path, project: str) -> dict[str, Any]:
-    """The settings every service shares; the service module adds its own on top."""
+def defaults(*, service: str, base_dir: Path, project: str, orm: bool = True) -> dict[str, Any]:
+    """The settings every service shares; the service module adds its own on top.
+
+    ``orm=False``: the service keeps no data in Django's ORM (gateway, playlist), so it has
+    no database at all (``DATABASES = {}``).
+    """
     debug = env_bool("DEBUG", False)
     log_format = env_str("LOG_FORMAT", "json")
     if log_format not in ("json", "text"):
@@ -254,7 +239,7 @@ def defaults(*, service: str, base_dir: Path, project: str) -> dict[str, Any]:
                 },
             }
         ],
-        "DATABASES": {"default": database(service=service)},
+        "DATABASES": {"default": database(service=service)} if orm else {},
         "CACHES": {"default": cache(service=service)},
         "DEFAULT_AUTO_FIELD": "django.db.models.BigAutoField",
         "LANGUAGE_CODE": "en-us",
@@ -302,7 +287,11 @@ def defaults(*, service: str, base_dir: Path, project: str) -> dict[str, Any]:
         "LOGGING": logging_config(
             service=service, level=env_str("LOG_LEVEL", "INFO"), fmt=log_format
         ),
-        "HEALTH_CHECKS": ["common.health.check_database", "common.health.check_cache"],
+        "HEALTH_CHECKS": (
+            ["common.health.check_database", "common.health.check_cache"]
+            if orm
+            else ["common.health.check_cache"]
+        ),
         "PROMETHEUS_METRIC_NAMESPACE": "",
         "SILENCED_SYSTEM_CHECKS": [],
     }

@@ -1,9 +1,12 @@
 """Helpers for the test suites: the real servers a test run was given, and how to get them.
 
-`python manage_all.py test` hands every suite isolated slices of the servers on 127.0.0.1:
-``TEST_POSTGRES_URL``, ``TEST_REDIS_URL`` (with ``CACHE_KEY_PREFIX``) and ``TEST_AMQP_URL``
-(a vhost of its own). Under ``CI=true`` (``TEST_REQUIRE_SERVERS=true``) a test that needs a
-missing server fails instead of skipping.
+`python manage_all.py test` hands every suite isolated slices of real servers (the machine's
+on 127.0.0.1, else servers of the run's own from the virtualenv's wheels):
+``TEST_POSTGRES_URL``, ``TEST_REDIS_URL`` (with ``CACHE_KEY_PREFIX``), ``TEST_AMQP_URL`` (a
+vhost of its own) and ``TEST_MONGODB_URI`` (the run's own SecantusDB server; each suite uses a
+database of its own on it; ``MONGODB_URI_CONTRACT`` may name a real MongoDB for the contract
+suite). Under ``CI=true`` (``TEST_REQUIRE_SERVERS=true``) a test that needs a missing server
+fails instead of skipping.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ SERVER_VARS = {
     "postgres": "TEST_POSTGRES_URL",
     "redis": "TEST_REDIS_URL",
     "amqp": "TEST_AMQP_URL",
+    "mongodb": "TEST_MONGODB_URI",
 }
 
 

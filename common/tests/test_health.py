@@ -33,25 +33,11 @@ def test_readyz_503_names_the_failing_dependency():
     assert "connection refused" in checks["failing_check"]["error"]
 
 
-def test_file_cache_is_shared_between_processes(tmp_path, monkeypatch):
-    """CACHE_BACKEND=file (what `up` uses without Redis): another process sees a write."""
-    import subprocess
-    import sys
+def test_readyz_checks_the_real_cache():
+    """The suite's cache is the run's Redis: a write is read back through the health check."""
+    from django.core.cache import caches
 
-    from common.settings import cache as cache_config
+    from common.health import check_cache
 
-    monkeypatch.setenv("STATE_DIR", str(tmp_path))
-    monkeypatch.setenv("CACHE_BACKEND", "file")
-    monkeypatch.delenv("REDIS_URL", raising=False)
-    config = cache_config(service="svc")
-    assert config["BACKEND"].endswith("FileBasedCache")
-    code = (
-        "import django, sys; from django.conf import settings;"
-        "settings.configure(CACHES={'default': eval(sys.argv[1])}); django.setup();"
-        "from django.core.cache import cache; cache.set('revoked:jti', 1, 60)"
-    )
-    subprocess.run([sys.executable, "-c", code, repr(config)], check=True)
-    from django.core.cache.backends.filebased import FileBasedCache
-
-    reader = FileBasedCache(config["LOCATION"], {"KEY_PREFIX": config["KEY_PREFIX"]})
-    assert reader.get("revoked:jti") == 1
+    assert caches["default"].__class__.__name__ == "RedisCache"
+    check_cache()

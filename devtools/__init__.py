@@ -1,0 +1,1 @@
+"""The launcher's own code (standard library only): local servers, process supervision."""
