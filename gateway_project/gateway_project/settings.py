@@ -8,7 +8,9 @@ from common.settings import defaults, env, env_bool, env_float, env_int, env_lis
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
-globals().update(defaults(service="gateway", base_dir=BASE_DIR, project="gateway_project"))
+globals().update(
+    defaults(service="gateway", base_dir=BASE_DIR, project="gateway_project", orm=False)
+)
 
 INSTALLED_APPS += ["corsheaders", "proxy"]  # type: ignore[name-defined]  # noqa: F821
 # The merged public API docs (Swagger UI / ReDoc assets from the sidecar, served locally).

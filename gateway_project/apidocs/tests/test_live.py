@@ -18,7 +18,7 @@ from proxy import upstreams
 import manage_all
 from apidocs.tests.conftest import SERVICES, saved_schema
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db]
+pytestmark = pytest.mark.integration
 
 
 def _free_port() -> int:

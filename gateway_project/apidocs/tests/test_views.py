@@ -15,8 +15,6 @@ from apidocs.merge import UNAVAILABLE_NOTE
 from apidocs.selectors import CACHE_KEY
 from apidocs.views import SCHEMA_URL
 
-pytestmark = pytest.mark.django_db
-
 
 def test_schema_is_public_yaml_by_default_and_json_on_request(services, client):
     as_yaml = client.get("/api/schema")
