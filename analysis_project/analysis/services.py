@@ -10,9 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import IntegrityError, connection, models, transaction
-from django.db.models import F, Value
-from django.db.models.functions import Coalesce, Greatest
+from django.db import connection, models, transaction
 from django.utils import timezone
 
 from analysis import metrics
@@ -56,99 +54,11 @@ def _track_genre(data: dict[str, Any]) -> str:
     return genre_normalize(genre)
 
 
-def _add(
-    model: type[models.Model],
-    *,
-    lookup: dict[str, Any],
-    deltas: dict[str, int],
-    on_update: dict[str, Any] | None = None,
-    on_create: dict[str, Any] | None = None,
-) -> None:
-    """Add ``deltas`` to the row ``lookup`` names, creating it when missing; never loses updates.
-
-    The UPDATE is one atomic statement (``col = col + n``) that locks the row. When the row does
-    not exist yet two transactions may both try to insert it: the loser's INSERT waits for the
-    winner's commit and fails on the unique constraint (inside a savepoint), after which its
-    UPDATE sees the committed row. SQLite (BEGIN IMMEDIATE) serialises writers anyway.
-    """
-    updates: dict[str, Any] = {name: F(name) + delta for name, delta in deltas.items()}
-    updates.update(on_update or {})
-    manager = model._default_manager
-    if manager.filter(**lookup).update(**updates):
-        return
-    try:
-        with transaction.atomic():
-            manager.create(**lookup, **deltas, **(on_create or {}))
-        return
-    except IntegrityError:
-        pass
-    manager.filter(**lookup).update(**updates)
-
-
-def _add_user_stats(*, user_id: str, occurred_at: datetime, now: datetime, **deltas: int) -> None:
-    at = Value(occurred_at, output_field=models.DateTimeField())
-    _add(
-        UserStats,
-        lookup={"user_id": user_id},
-        deltas=deltas,
-        # Events may arrive out of order: keep the latest occurred_at seen.
-        on_update={
-            "last_event_at": Greatest(Coalesce(F("last_event_at"), at), at),
-            "updated_at": now,
-        },
-        on_create={"last_event_at": occurred_at, "updated_at": now},
-    )
-
-
-Handler = Callable[..., None]
-
-
-def _playlist_created(
-    *, user_id: str, occurred_at: datetime, now: datetime, data: dict[str, Any]
-) -> None:
-    _add_user_stats(
-        user_id=user_id, occurred_at=occurred_at, now=now, playlists_created=1, playlists_active=1
-    )
-
-
-def _playlist_deleted(
-    *, user_id: str, occurred_at: datetime, now: datetime, data: dict[str, Any]
-) -> None:
-    _add_user_stats(
-        user_id=user_id, occurred_at=occurred_at, now=now, playlists_deleted=1, playlists_active=-1
-    )
-
-
-def _playlist_updated(
-    *, user_id: str, occurred_at: datetime, now: datetime, data: dict[str, Any]
-) -> None:
-    _add_user_stats(user_id=user_id, occurred_at=occurred_at, now=now)
-
-
-def _track_played(
-    *, user_id: str, occurred_at: datetime, now: datetime, data: dict[str, Any]
-) -> None:
-    genre = _track_genre(data)
-    _add_user_stats(user_id=user_id, occurred_at=occurred_at, now=now, plays=1)
-    _add(UserGenrePlays, lookup={"user_id": user_id, "genre": genre}, deltas={"plays": 1})
-    _add(GenrePlays, lookup={"genre": genre}, deltas={"plays": 1})
-
-
-def _user_deleted(
-    *, user_id: str, occurred_at: datetime, now: datetime, data: dict[str, Any]
-) -> None:
+def _user_deleted(*, user_id: str) -> None:
     # Overall genre totals keep the plays: they are history, not personal data.
     UserStats.objects.filter(user_id=user_id).delete()
     UserGenrePlays.objects.filter(user_id=user_id).delete()
 
-
-HANDLERS: dict[str, Handler] = {
-    events.PLAYLIST_CREATED: _playlist_created,
-    events.PLAYLIST_UPDATED: _playlist_updated,
-    events.PLAYLIST_DELETED: _playlist_deleted,
-    events.TRACK_PLAYED: _track_played,
-    events.USER_DELETED: _user_deleted,
-}
 
 # Keys an event type touches, also invalidated on a duplicate: a redelivery after a failed
 # invalidation completes it.
@@ -284,18 +194,12 @@ def _record(events: Sequence[ParsedEvent], now: datetime) -> set[uuid.UUID]:
 
 def _apply(events: Sequence[ParsedEvent], now: datetime) -> None:
     """The counter changes of ``events`` (in order where order matters: a user deletion)."""
-    if connection.vendor != "postgresql":
-        for event in events:
-            HANDLERS[event.event_type](
-                user_id=event.user_id, occurred_at=event.occurred_at, now=now, data=event.data
-            )
-        return
     segment: list[ParsedEvent] = []
     for event in events:
         if event.event_type == events_module.USER_DELETED:
             _increments(segment, now)
             segment = []
-            _user_deleted(user_id=event.user_id, occurred_at=event.occurred_at, now=now, data={})
+            _user_deleted(user_id=event.user_id)
         else:
             segment.append(event)
     _increments(segment, now)
@@ -313,7 +217,7 @@ _STATS_DELTAS: dict[str, tuple[int, int, int, int]] = {
 
 
 def _increments(events: Sequence[ParsedEvent], now: datetime) -> None:
-    """Aggregate the deltas of ``events`` and add them with one upsert per table (PostgreSQL).
+    """Aggregate the deltas of ``events`` and add them with one upsert per table.
 
     ``INSERT .. ON CONFLICT DO UPDATE SET col = col + EXCLUDED.col`` is atomic per row even
     when another transaction inserts the same row concurrently (no lost update); rows are

@@ -4,7 +4,8 @@ At-least-once delivery (late acks, reject on worker lost) with idempotency by ``
 first deliveries are batched by the worker (analysis.batching), acknowledged after their batch
 committed. Transient errors (database or cache unavailable) retry with exponential backoff
 and jitter; a malformed or unknown event, or one that still fails after the last retry, is
-rejected without requeue, so RabbitMQ dead-letters it to ``analysis.events.dlq``.
+rejected without requeue, so RabbitMQ dead-letters it to ``analysis.events.dlq`` (on Redis,
+which cannot, the worker copies it there).
 """
 
 from __future__ import annotations

@@ -8,8 +8,8 @@
 - Database connections persist across tasks (CONN_MAX_AGE, health checks) instead of being
   opened and closed around every task.
 - Messages Celery cannot decode are rejected (dead-lettered) instead of acknowledged.
-- Brokers without dead-lettering (kombu's filesystem transport): a copy of each rejected
-  message is published to the dead-letter queue by the worker itself.
+- Brokers without dead-lettering (Celery's Redis transport, the single-machine default): a
+  copy of each rejected message is published to the dead-letter queue by the worker itself.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Fixtures of the analysis suite: real PostgreSQL, Redis and RabbitMQ when the run has them."""
+"""Fixtures of the analysis suite: the run's PostgreSQL database, Redis and RabbitMQ vhost."""
 
 from __future__ import annotations
 
@@ -10,24 +10,23 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from unittest import mock
 from urllib.parse import quote
 
-import dj_database_url
 import pytest
+import redis
 from celery import Celery
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connection
-from django.test import override_settings
 from kombu import Connection
 from rest_framework.test import APIClient
 
 from common import context
-from common import settings as common_settings
 from common.events import ANALYSIS_DLQ, ANALYSIS_QUEUE
 from common.testing import server_url
 
@@ -36,42 +35,12 @@ REPO_ROOT = PROJECT_DIR.parent
 CELERY_BIN = str(Path(sys.executable).with_name("celery"))
 
 
-@pytest.fixture(scope="session")
-def django_db_modify_db_settings() -> None:
-    """The suite runs on PostgreSQL when the run has one (manage_all.py sets DATABASE_URL).
-
-    A run that only sets TEST_POSTGRES_URL still gets a database of its own:
-    test_ms_analysis_<run id>, created and dropped by pytest-django.
-    """
-    pg = os.environ.get("TEST_POSTGRES_URL")
-    db = settings.DATABASES["default"]
-    if pg and db["ENGINE"].endswith("sqlite3"):
-        run_id = os.environ.get("TEST_RUN_ID", "local")
-        config = dj_database_url.parse(f"{pg.rsplit('/', 1)[0]}/ms_analysis_{run_id}")
-        db.clear()
-        db.update(config)
-        db.setdefault("TEST", {})
-
-
-def _redis_cache_settings(url: str) -> dict[str, Any]:
-    """The service's own Redis cache settings (as a worker of this run builds them)."""
-    with mock.patch.dict(os.environ, {"REDIS_URL": url}):
-        return {"default": common_settings.cache(service="analysis")}
-
-
 @pytest.fixture(autouse=True)
 def _cache() -> Iterator[None]:
-    """Every test reads through the real Redis (prefixed keys) when the run has one."""
-    url = os.environ.get("TEST_REDIS_URL")
-    if not url:
-        cache.clear()
-        yield
-        cache.clear()
-        return
-    with override_settings(CACHES=_redis_cache_settings(url)):
-        cache.delete_pattern("*")
-        yield
-        cache.delete_pattern("*")
+    """Each test starts and ends with an empty cache: this run's keys only (Redis is shared)."""
+    cache.delete_pattern("*")
+    yield
+    cache.delete_pattern("*")
 
 
 @pytest.fixture
@@ -109,20 +78,52 @@ def amqp_url() -> str:
     return server_url("amqp")
 
 
-@pytest.fixture
-def publisher(amqp_url: str) -> Iterator[Celery]:
-    """A publisher's Celery app on this run's vhost (what playlist and auth use)."""
-    app = Celery("analysis-tests-publisher", set_as_current=False)
+def publisher_app(name: str, broker_url: str, **transport_options: Any) -> Celery:
+    """A publisher's Celery app on ``broker_url`` (configured as playlist and auth publish)."""
+    app = Celery(name, set_as_current=False)
     app.conf.update(
-        broker_url=amqp_url,
-        broker_transport_options={"confirm_publish": True},
+        broker_url=broker_url,
+        # Celery lets CELERY_BROKER_URL in the environment win over broker_url; not over this.
+        broker_write_url=broker_url,
+        broker_transport_options=transport_options,
         broker_connection_timeout=2,
         task_serializer="json",
         accept_content=["json"],
         task_create_missing_queues=False,
     )
+    return app
+
+
+@pytest.fixture
+def publisher(amqp_url: str) -> Iterator[Celery]:
+    """A publisher's Celery app on this run's vhost (what playlist and auth use)."""
+    app = publisher_app("analysis-tests-publisher", amqp_url, confirm_publish=True)
     yield app
     app.close()
+
+
+@dataclass(frozen=True)
+class RedisBroker:
+    url: str
+    prefix: str
+
+    def connection(self) -> Connection:
+        return Connection(self.url, transport_options={"global_keyprefix": self.prefix})
+
+
+@pytest.fixture
+def redis_broker(redis_url: str) -> Iterator[RedisBroker]:
+    """Celery's Redis transport (the single-machine broker) on this run's Redis, under a key
+    prefix of this test only; its keys are deleted afterwards (never FLUSHDB: Redis is shared)."""
+    prefix = f"{os.environ.get('CACHE_KEY_PREFIX', 'ms')}-broker-{uuid.uuid4().hex[:8]}:"
+    yield RedisBroker(redis_url, prefix)
+    client = redis.Redis.from_url(redis_url)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}*", count=500))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
 
 
 @pytest.fixture
@@ -165,7 +166,6 @@ def wait_for(predicate: Callable[[], Any], *, timeout: float, what: str) -> Any:
 def worker_database_url() -> str:
     """The URL of the test database pytest-django created (worker processes use it too)."""
     db = connection.settings_dict
-    assert connection.vendor == "postgresql", "worker tests need PostgreSQL (TEST_POSTGRES_URL)"
     auth = quote(db["USER"] or "", safe="")
     if db.get("PASSWORD"):
         auth += ":" + quote(db["PASSWORD"], safe="")
@@ -261,44 +261,49 @@ class Worker:
 
 
 @pytest.fixture
-def worker_env(amqp_url: str, transactional_db: None, tmp_path: Path) -> dict[str, str]:
-    """The environment of a worker process of this test run."""
+def worker_env(transactional_db: None, tmp_path: Path) -> dict[str, str]:
+    """The environment of a worker process of this test run (the broker: see start_worker)."""
     env = dict(os.environ)
     env.update(
         # A worker killed with SIGKILL cannot remove its metrics folder: keep it in tmp_path.
         ANALYSIS_WORKER_METRICS_DIR=str(tmp_path / "metrics"),
         DATABASE_URL=worker_database_url(),
         DB_CONN_MAX_AGE="0",
-        CELERY_BROKER_URL=amqp_url,
         PYTHONPATH=os.pathsep.join([str(PROJECT_DIR), str(REPO_ROOT)]),
         DJANGO_SETTINGS_MODULE="analysis_project.settings",
         LOG_FORMAT="text",
         LOG_LEVEL="INFO",
     )
     env.pop("TEST_DATABASE_NAME", None)
-    redis = os.environ.get("TEST_REDIS_URL")
-    if redis:
-        env["REDIS_URL"] = redis
-    else:
-        env.pop("REDIS_URL", None)
     return env
 
 
 @pytest.fixture
-def start_worker(
-    worker_env: dict[str, str], tmp_path: Path, queues: Connection
-) -> Iterator[Callable[..., Worker]]:
-    """``start_worker(name, **env)``: a running worker, stopped at the end of the test."""
+def launch_worker(worker_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., Worker]]:
+    """``launch_worker(name, CELERY_BROKER_URL=..., **env)``: a running worker, stopped at the
+    end of the test."""
     started: list[Worker] = []
 
-    def _start(name: str, **extra_env: str) -> Worker:
+    def _launch(name: str, **extra_env: str) -> Worker:
         env = {**worker_env, "ANALYSIS_WORKER_METRICS_PORT": str(free_port()), **extra_env}
         worker = Worker(name, env, tmp_path / f"{name}.log")
         started.append(worker)
         return worker.start()
 
-    yield _start
+    yield _launch
     for worker in started:
         worker.stop()
         # Shown by pytest only when the test failed.
         print(f"----- worker {worker.name} log (tail) -----\n{worker.log()[-6000:]}")
+
+
+@pytest.fixture
+def start_worker(
+    launch_worker: Callable[..., Worker], amqp_url: str, queues: Connection
+) -> Callable[..., Worker]:
+    """``start_worker(name, **env)``: a running worker on this run's RabbitMQ vhost."""
+
+    def _start(name: str, **extra_env: str) -> Worker:
+        return launch_worker(name, **{"CELERY_BROKER_URL": amqp_url, **extra_env})
+
+    return _start

@@ -18,7 +18,7 @@ from analysis.services import (
     genre_normalize,
 )
 from django.core.management import call_command
-from django.db import OperationalError, connection, connections
+from django.db import OperationalError, connections
 from django.utils import timezone
 from prometheus_client import REGISTRY
 
@@ -190,8 +190,6 @@ def test_non_dict_message_is_invalid():
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_first_events_of_a_user_lose_no_update():
     """Threads with their own connections race on the insert of the same new rows."""
-    if connection.vendor != "postgresql":
-        pytest.skip("needs PostgreSQL (concurrent writers)")
     barrier = threading.Barrier(8)
     errors: list[BaseException] = []
 
@@ -217,8 +215,6 @@ def test_concurrent_first_events_of_a_user_lose_no_update():
 
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_redeliveries_of_one_event_count_once():
-    if connection.vendor != "postgresql":
-        pytest.skip("needs PostgreSQL (concurrent writers)")
     event = envelope(PLAYLIST_CREATED, "twin")
     event["event_id"] = str(uuid.uuid4())
     barrier = threading.Barrier(6)

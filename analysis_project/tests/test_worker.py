@@ -9,8 +9,7 @@ from collections import Counter
 
 import pytest
 from analysis.models import GenrePlays, ProcessedEvent, UserGenrePlays, UserStats
-from celery import Celery
-from kombu import Connection, Producer
+from kombu import Producer
 
 from common.celery_utils import publish_envelope
 from common.events import (
@@ -23,7 +22,7 @@ from common.events import (
     PLAYLIST_UPDATED,
     TRACK_PLAYED,
 )
-from tests.conftest import free_port, read_queue, wait_for
+from tests.conftest import free_port, publisher_app, read_queue, wait_for
 from tests.factories import envelope
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -283,21 +282,16 @@ def test_a_read_after_an_event_shows_the_new_value(start_worker, publisher, api,
     assert ProcessedEvent.objects.get().event_id == uuid.UUID(event["event_id"])
 
 
-def test_worker_on_the_filesystem_broker_counts_and_keeps_rejected_messages(start_worker, tmp_path):
-    """No server at all (`manage_all.py up` without CELERY_BROKER_URL): kombu's filesystem
-    transport has no dead-lettering, so the worker copies rejected messages to the DLQ."""
-    state = tmp_path / "state"
-    start_worker("files", CELERY_BROKER_URL="", STATE_DIR=str(state))
-    folder = state / "broker"
-    options = {
-        "data_folder_in": str(folder / "queue"),
-        "data_folder_out": str(folder / "queue"),
-        "processed_folder": str(folder / "processed"),
-        "control_folder": str(folder / "control"),
-    }
-    app = Celery("filesystem-publisher", set_as_current=False)
-    app.conf.update(broker_url="filesystem://", broker_transport_options=options)
-    bad = envelope(PLAYLIST_CREATED, "fs")
+def test_worker_on_the_redis_broker_counts_and_keeps_rejected_messages(launch_worker, redis_broker):
+    """The single-machine broker (Celery's Redis transport) has no dead-lettering, so the
+    worker copies rejected messages to the DLQ itself."""
+    launch_worker(
+        "redis",
+        CELERY_BROKER_URL=redis_broker.url,
+        CELERY_BROKER_KEY_PREFIX=redis_broker.prefix,
+    )
+    app = publisher_app("redis-publisher", redis_broker.url, global_keyprefix=redis_broker.prefix)
+    bad = envelope(PLAYLIST_CREATED, "rd")
     bad["type"] = "PlaylistRenamed"
     app.send_task(
         ANALYSIS_TASK,
@@ -306,15 +300,15 @@ def test_worker_on_the_filesystem_broker_counts_and_keeps_rejected_messages(star
         exchange=EVENTS_EXCHANGE,
         routing_key=ANALYSIS_QUEUE.routing_key,
     )
-    good = envelope(PLAYLIST_CREATED, "fs")
+    good = envelope(PLAYLIST_CREATED, "rd")
     publish_envelope(app, good)
     wait_for(
         lambda: ProcessedEvent.objects.filter(event_id=good["event_id"]).exists(),
         timeout=30,
-        what="the event over the filesystem broker",
+        what="the event over the Redis broker",
     )
-    assert UserStats.objects.get(user_id="fs").playlists_created == 1
-    with Connection("filesystem://", transport_options=options) as conn:
+    assert UserStats.objects.get(user_id="rd").playlists_created == 1
+    with redis_broker.connection() as conn:
         dead = read_queue(conn, ANALYSIS_DLQ, expect=1, timeout=10)
     assert [message.payload for message in dead] == [bad]
     app.close()
