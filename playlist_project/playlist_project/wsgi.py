@@ -12,16 +12,5 @@ for _path in (str(_here.parent), str(_here)):
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "playlist_project.settings")
 
 from django.core.wsgi import get_wsgi_application  # noqa: E402
-from playlists.runtime import start_web  # noqa: E402
 
-_django = get_wsgi_application()
-
-
-def application(environ, start_response):  # type: ignore[no-untyped-def]
-    """Django, plus the background threads of a web process, started on its first request.
-
-    Started here (not in AppConfig.ready) so tests and management commands never run them,
-    and lazily (not at import) so they live in each gunicorn worker even with --preload.
-    """
-    start_web()
-    return _django(environ, start_response)
+application = get_wsgi_application()

@@ -4,11 +4,7 @@ from django.apps import AppConfig
 
 
 class PlaylistsConfig(AppConfig):
-    """Connects mongoengine when Django starts (any process: web, relay, worker, tests).
-
-    Background threads (relay, UserDeleted consumer) are NOT started here: only the web
-    process starts them, from ``playlist_project.wsgi`` (see ``playlists.runtime``).
-    """
+    """Connects mongoengine when Django starts (any process: web, relay, worker, tests)."""
 
     name = "playlists"
 

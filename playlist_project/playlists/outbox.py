@@ -28,8 +28,8 @@ between the publish and the ``$pull`` publishes the event again later: consumers
 ``event_id``. Pending events are found through a multikey index on
 ``pending_events.written_at``.
 
-Under mongomock (single machine, tests) updates are read-modify-write in Python, so every
-write holds :func:`playlists.db.write_lock` to keep the same all-or-nothing behaviour.
+The relay (``manage.py outbox_relay``, :mod:`playlists.relay`) is the only publisher; the web
+processes only write.
 """
 
 from __future__ import annotations
@@ -87,18 +87,17 @@ class PlaylistOutboxStore:
         return [envelope for _, _, envelope in found[: max(1, limit)]]
 
     def mark_published(self, *, event_id: str) -> None:
-        with db.write_lock():
-            document = collection().find_one_and_update(
-                {"pending_events.event_id": event_id},
-                {"$pull": {"pending_events": {"event_id": event_id}}},
-                projection={"deleted": 1, "pending_events.event_id": 1},
-                return_document=ReturnDocument.AFTER,
+        document = collection().find_one_and_update(
+            {"pending_events.event_id": event_id},
+            {"$pull": {"pending_events": {"event_id": event_id}}},
+            projection={"deleted": 1, "pending_events.event_id": 1},
+            return_document=ReturnDocument.AFTER,
+        )
+        if document and document.get("deleted") and not document.get("pending_events"):
+            # The filter re-checks: an event pushed meanwhile keeps the tombstone alive.
+            collection().delete_one(
+                {"_id": document["_id"], "deleted": True, "pending_events": {"$size": 0}}
             )
-            if document and document.get("deleted") and not document.get("pending_events"):
-                # The filter re-checks: an event pushed meanwhile keeps the tombstone alive.
-                collection().delete_one(
-                    {"_id": document["_id"], "deleted": True, "pending_events": {"$size": 0}}
-                )
 
     def stats(self) -> tuple[int, float | None]:
         """(pending events, unix time of the oldest one or None)."""
@@ -107,13 +106,17 @@ class PlaylistOutboxStore:
                 [
                     # A range on the indexed field: only documents with pending events.
                     {"$match": {"pending_events.written_at": {"$gte": EPOCH}}},
+                    # One row per event, not {"$min": "$pending_events.written_at"} per
+                    # document: SecantusDB evaluates that path through an array as missing
+                    # (docs/mongodb-compat.md); MongoDB runs both forms alike.
+                    {"$unwind": "$pending_events"},
                     {
-                        "$project": {
-                            "n": {"$size": "$pending_events"},
+                        "$group": {
+                            "_id": None,
+                            "n": {"$sum": 1},
                             "oldest": {"$min": "$pending_events.written_at"},
                         }
                     },
-                    {"$group": {"_id": None, "n": {"$sum": "$n"}, "oldest": {"$min": "$oldest"}}},
                 ]
             )
         )
@@ -121,20 +124,3 @@ class PlaylistOutboxStore:
             return 0, None
         oldest: datetime = rows[0]["oldest"]
         return int(rows[0]["n"]), oldest.replace(tzinfo=UTC).timestamp()
-
-
-class SubmittedOnlyStore:
-    """A store that finds nothing: the web process only publishes what it just wrote.
-
-    With a real MongoDB the separate ``outbox_relay`` process scans the outbox; every web
-    worker scanning it too would only multiply duplicates.
-    """
-
-    def __init__(self, inner: PlaylistOutboxStore | None = None) -> None:
-        self.inner = inner or PlaylistOutboxStore()
-
-    def pending(self, *, limit: int, older_than_seconds: float) -> list[dict[str, Any]]:
-        return []
-
-    def mark_published(self, *, event_id: str) -> None:
-        self.inner.mark_published(event_id=event_id)

@@ -1,7 +1,7 @@
 """Writes of playlists; each change and its event are stored by one single-document write.
 
-See :mod:`playlists.outbox` for why that is atomic. After the write the event is handed to
-the in-process publisher (never waiting on the broker) and the user's cache is invalidated.
+See :mod:`playlists.outbox` for why that is atomic. The request path never talks to the
+broker: the relay process publishes the event. After the write the user's cache is invalidated.
 """
 
 from __future__ import annotations
@@ -14,11 +14,10 @@ from bson import ObjectId
 from rest_framework.exceptions import ValidationError
 
 from common import events
-from playlists import cache, db, metrics
+from playlists import cache, metrics
 from playlists.documents import Playlist, Track
 from playlists.exceptions import TRACK_OUT_OF_RANGE, PlaylistConflict
 from playlists.outbox import collection, entry, utcnow
-from playlists.runtime import runtime
 from playlists.selectors import playlist_get
 
 logger = logging.getLogger(__name__)
@@ -46,7 +45,6 @@ def _committed(
     metrics.PLAYLIST_WRITES.labels(operation=operation).inc()
     if invalidate:
         cache.invalidate_user(owner_id)
-    runtime.notify(envelope)
     message = "track played" if operation == "played" else f"playlist {operation}"
     logger.info(
         message,
@@ -91,8 +89,7 @@ def playlist_create(
     )
     playlist.pending_events = [entry(envelope, written_at=now)]
     playlist.validate()
-    with db.write_lock():
-        collection().insert_one(playlist.to_mongo().to_dict())
+    collection().insert_one(playlist.to_mongo().to_dict())
     _committed(
         operation="created", owner_id=owner_id, playlist_id=str(playlist.id), envelope=envelope
     )
@@ -103,16 +100,10 @@ def playlist_create(
 def _write_if_unchanged(playlist: Playlist, *, owner_id: str, update: dict[str, Any]) -> bool:
     """Apply ``update`` (change and event together) only if nobody wrote the playlist since it
     was read: one atomic single-document update_one. False: read again and retry."""
-    with db.write_lock():
-        result = collection().update_one(
-            {
-                "_id": playlist.id,
-                "owner_id": owner_id,
-                "deleted": False,
-                "version": playlist.version,
-            },
-            update,
-        )
+    result = collection().update_one(
+        {"_id": playlist.id, "owner_id": owner_id, "deleted": False, "version": playlist.version},
+        update,
+    )
     return bool(result.matched_count == 1)
 
 
@@ -243,9 +234,8 @@ def playlists_delete_for_user(*, user_id: str) -> int:
     since sending them after the erasure would only recreate data about a deleted user.
     Idempotent: a redelivered UserDeleted deletes nothing more.
     """
-    with db.write_lock():
-        live = collection().delete_many({"owner_id": user_id, "deleted": False}).deleted_count
-        collection().delete_many({"owner_id": user_id})
+    live = collection().delete_many({"owner_id": user_id, "deleted": False}).deleted_count
+    collection().delete_many({"owner_id": user_id})
     if live:
         metrics.PLAYLIST_WRITES.labels(operation="deleted").inc(live)
     cache.invalidate_user(user_id)

@@ -1,6 +1,5 @@
-"""The UserDeleted consumer as a Celery task (``celery -A playlist_project worker -Q
-playlist.events``); the single-machine web process runs the same handler in a kombu thread
-(:mod:`playlists.consumer`)."""
+"""The UserDeleted consumer: a Celery task (``celery -A playlist_project worker -Q
+playlist.events``)."""
 
 from __future__ import annotations
 
@@ -12,15 +11,9 @@ from celery.exceptions import Reject
 from pymongo.errors import PyMongoError
 
 from common.events import PLAYLIST_DLQ, PLAYLIST_TASK, InvalidEnvelope, validate_envelope
-from playlists import services
+from playlists import db, services
 
 logger = logging.getLogger(__name__)
-
-
-def process_envelope(message: Any) -> None:
-    """Validate and handle one event; raise InvalidEnvelope for a message to dead-letter."""
-    envelope = validate_envelope(message)
-    services.event_handle(envelope=envelope)
 
 
 @shared_task(
@@ -35,7 +28,7 @@ def process_envelope(message: Any) -> None:
 )
 def handle_event(self: Any, envelope: Any) -> None:
     try:
-        process_envelope(envelope)
+        services.event_handle(envelope=validate_envelope(envelope))
     except InvalidEnvelope as exc:
         logger.warning("invalid event dead-lettered: %s", exc)
         raise Reject(str(exc), requeue=False) from exc
@@ -49,3 +42,9 @@ def _declare_dead_letter_queue(sender: Any = None, **_: Any) -> None:
         return
     with app.connection_for_write() as connection:
         PLAYLIST_DLQ.bind(connection.default_channel).declare()
+
+
+@signals.worker_process_init.connect
+def _own_mongodb_client(**_: Any) -> None:
+    """A prefork child opens its own MongoClient: the parent's one is not fork-safe."""
+    db.disconnect()

@@ -1,9 +1,6 @@
 """The operational endpoints answer."""
 
-import pytest
 
-
-@pytest.mark.django_db
 def test_healthz_readyz_metrics(client):
     assert client.get("/healthz").json()["status"] == "ok"
     ready = client.get("/readyz")

@@ -1,50 +1,73 @@
-"""Fixtures of the playlist tests: mongomock per test, signed API clients, the real broker."""
+"""Fixtures of the playlist tests: a database of this run on the MongoDB wire-protocol server
+of the run (TEST_MONGODB_URI), signed API clients, the real broker, real processes."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
+import mongoengine
 import pytest
 from django.conf import settings
-from django.core.cache import cache
 from kombu import Connection
 from rest_framework.test import APIClient
 
 from common.context import sign
 from common.events import ANALYSIS_DLQ, ANALYSIS_QUEUE, PLAYLIST_DLQ, PLAYLIST_QUEUE
-from common.testing import server_url
+from common.testing import run_id, server_url
 from playlists import db
-from playlists.documents import Playlist
-from playlists.runtime import runtime
+from playlists.documents import Playlist, ensure_indexes
 
-REAL_MONGODB_URI = settings.MONGODB_URI
+PROJECT_DIR = Path(__file__).resolve().parents[2]
+REPO_ROOT = PROJECT_DIR.parent
+
+
+def database_name() -> str:
+    """MONGODB_DB as the launcher sets it (``playlist_test_<run id>``), else one of this run."""
+    name = os.environ.get("MONGODB_DB") or f"playlist_test_{run_id()}"
+    if "test" not in name:
+        # The session drops this database at the end: never one that holds real playlists.
+        pytest.fail(f"MONGODB_DB={name!r}: the tests need a database named *test*", pytrace=False)
+    return name
+
+
+@contextlib.contextmanager
+def connected_to(uri: str, name: str) -> Iterator[None]:
+    """Point the service (settings and mongoengine) at database ``name`` on ``uri``."""
+    saved = settings.MONGODB_URI, settings.MONGODB_DB
+    settings.MONGODB_URI, settings.MONGODB_DB = uri, name
+    db.disconnect()
+    db.connect()
+    try:
+        yield
+    finally:
+        db.disconnect()
+        settings.MONGODB_URI, settings.MONGODB_DB = saved
+        db.connect()
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _mongomock_for_the_suite() -> Iterator[None]:
-    """Every test runs on mongomock; only the ``mongo`` contract tests use MONGODB_URI."""
-    settings.MONGODB_URI = None
-    db.reconnect()
-    yield
-    settings.MONGODB_URI = REAL_MONGODB_URI
-    db.reconnect()
+def mongodb() -> Iterator[str]:
+    """The run's server and database: created with the indexes, dropped at the end."""
+    uri, name = server_url("mongodb"), database_name()
+    with connected_to(uri, name):
+        mongoengine.get_connection(db.ALIAS).drop_database(name)
+        ensure_indexes()
+        yield uri
+        mongoengine.get_connection(db.ALIAS).drop_database(name)
 
 
 @pytest.fixture(autouse=True)
-def _clean_state() -> Iterator[None]:
-    if db.is_mock():
-        Playlist.drop_collection()
-        Playlist.ensure_indexes()
-    if "locmem" in settings.CACHES["default"]["BACKEND"]:
-        cache.clear()  # never on Redis: clear() there would flush a shared database
-    yield
-    runtime.stop()
-    if db.is_mock():
-        Playlist.drop_collection()
+def _clean_collections(mongodb: str) -> None:
+    Playlist._get_collection().delete_many({})
 
 
 class SignedClient:
@@ -217,3 +240,95 @@ def redis_cache_settings(settings: Any) -> dict[str, Any]:
         }
     }
     return settings.CACHES
+
+
+# --------------------------------------------------------------------------- real processes
+
+
+class Process:
+    """One real process of the service (the relay, a Celery worker) in a group of its own."""
+
+    def __init__(self, args: list[str], *, env: dict[str, str], log_path: Path) -> None:
+        self.args = args
+        self.env = env
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, *, ready: str) -> Process:
+        """Start it and wait until its log shows ``ready``."""
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                self.args,
+                cwd=PROJECT_DIR,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        wait_for(lambda: self._alive() and ready in self.log(), timeout=40)
+        return self
+
+    def _alive(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise AssertionError(f"{self.args} exited:\n{self.log()}")
+        return True
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def signal(self, signum: int) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signum)
+
+    def stop(self) -> int | None:
+        """SIGTERM the group, SIGKILL it if still there after 15 s; the exit status."""
+        if self.proc is None:
+            return None
+        self.signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.signal(signal.SIGKILL)
+            return self.proc.wait(10)
+
+
+@pytest.fixture
+def process_env(mongodb: str, amqp_url: str) -> dict[str, str]:
+    """The environment of a process of this test run: its database and its broker vhost."""
+    env = dict(os.environ)
+    env.update(
+        MONGODB_URI=mongodb,
+        MONGODB_DB=settings.MONGODB_DB,
+        CELERY_BROKER_URL=amqp_url,
+        PYTHONPATH=os.pathsep.join([str(PROJECT_DIR), str(REPO_ROOT)]),
+        DJANGO_SETTINGS_MODULE="playlist_project.settings",
+        LOG_FORMAT="text",
+        LOG_LEVEL="INFO",
+    )
+    return env
+
+
+@pytest.fixture
+def start_process(process_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., Process]]:
+    """``start_process(kind)``: ``"relay"`` (manage.py outbox_relay) or ``"worker"`` (the
+    ``playlist.events`` Celery worker), as the launcher and Compose run them; stopped after."""
+    celery = [sys.executable, "-m", "celery", "-A", "playlist_project", "worker", "-c", "1"]
+    celery += ["-Q", PLAYLIST_QUEUE.name, "--without-gossip", "--without-mingle", "-l", "INFO"]
+    commands = {
+        "relay": ([sys.executable, "manage.py", "outbox_relay"], "outbox relay started"),
+        "worker": ([*celery, "-n", f"playlist-{uuid.uuid4().hex[:8]}@%h"], " ready."),
+    }
+    started: list[Process] = []
+
+    def start(kind: str, **env: str) -> Process:
+        args, ready = commands[kind]
+        log_path = tmp_path / f"{kind}-{len(started)}.log"
+        process = Process(args, env={**process_env, **env}, log_path=log_path)
+        started.append(process)
+        return process.start(ready=ready)
+
+    yield start
+    for process in started:
+        process.stop()

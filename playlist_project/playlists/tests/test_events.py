@@ -1,9 +1,12 @@
-"""Events reach the real RabbitMQ: one envelope per write, none lost when the broker is down."""
+"""Events reach the real RabbitMQ through the relay, the only publisher: one envelope per write,
+none lost when the broker is down or a process dies; web requests never touch the broker."""
 
 from __future__ import annotations
 
+import signal
 import socket
 import threading
+import time
 
 import pytest
 
@@ -19,7 +22,7 @@ from common.events import (
 from playlists import services
 from playlists.documents import Playlist
 from playlists.outbox import PlaylistOutboxStore
-from playlists.runtime import build_relay, runtime
+from playlists.relay import build_relay
 from playlists.tests.conftest import pending_envelopes, wait_for
 from playlists.tests.tcp_proxy import BlackHole, TcpProxy
 
@@ -31,7 +34,7 @@ def outbox_empty() -> bool:
 
 
 def test_each_operation_publishes_exactly_one_envelope(alice, make_playlist, queues, amqp_url):
-    runtime.start(inprocess=False, broker_url=amqp_url)
+    relay = build_relay(broker_url=amqp_url)
     created = make_playlist()
     path = f"/api/playlists/{created['id']}"
     steps = [
@@ -74,6 +77,7 @@ def test_each_operation_publishes_exactly_one_envelope(alice, make_playlist, que
         if action is not None:
             response = action()
             assert response.status_code < 300, response.content
+        assert relay.run_once() == (1, "drained")
         [message] = queues.take_until(1)
         envelope = validate_envelope(message["envelope"])
         assert message["task"] == ANALYSIS_TASK
@@ -85,16 +89,16 @@ def test_each_operation_publishes_exactly_one_envelope(alice, make_playlist, que
         assert message["headers"]["event_id"] == envelope["event_id"]
         assert envelope["event_id"] not in seen
         seen.add(envelope["event_id"])
-        wait_for(outbox_empty)
+        assert outbox_empty()
     # The tombstone went away with its last event.
-    wait_for(lambda: Playlist._get_collection().count_documents({}) == 0)
+    assert Playlist._get_collection().count_documents({}) == 0
     assert queues.take() == []
 
 
 def test_request_id_reaches_the_envelope(alice, queues, amqp_url):
-    runtime.start(inprocess=False, broker_url=amqp_url)
     response = alice.post("/api/playlists", {"name": "x"}, headers={"X-Request-ID": "abc-123"})
     assert response.status_code == 201
+    build_relay(broker_url=amqp_url).run_once()
     [message] = queues.take_until(1)
     assert message["envelope"]["request_id"] == "abc-123"
     assert message["headers"]["request_id"] == "abc-123"
@@ -104,8 +108,9 @@ def test_broker_down_then_back_delivers_every_event(alice, queues, amqp_url, set
     settings.PLAYLIST_RELAY_INTERVAL = 0.2
     host_port = amqp_url.split("@", 1)[1].split("/", 1)[0]
     proxy = TcpProxy(host_port.split(":")[0], int(host_port.split(":")[1])).start()
+    stop = threading.Event()
     try:
-        runtime.start(inprocess=True, broker_url=proxy.url(amqp_url), grace_seconds=0)
+        build_relay(broker_url=proxy.url(amqp_url)).start_thread(stop)  # as the relay process
         first = alice.post("/api/playlists", {"name": "before the outage"})
         assert first.status_code == 201
         queues.take_until(1)
@@ -132,36 +137,45 @@ def test_broker_down_then_back_delivers_every_event(alice, queues, amqp_url, set
         assert set(ids) == {envelope["event_id"] for envelope in pending}
         wait_for(outbox_empty)
     finally:
-        runtime.stop()
+        stop.set()
         proxy.stop()
 
 
-def test_create_answers_at_once_when_the_broker_hangs(alice, settings):
-    hole = BlackHole()
-    settings.PLAYLIST_PUBLISH_TIMEOUT = 1.0
-    try:
-        runtime.start(inprocess=False, broker_url=f"amqp://guest:guest@127.0.0.1:{hole.port}//")
-        responses = []
-        thread = threading.Thread(
-            target=lambda: responses.append(alice.post("/api/playlists", {"name": "x"}))
-        )
-        thread.start()
-        thread.join(timeout=10)  # a generous bound: the request path never waits on a broker
-        assert not thread.is_alive()
-        assert responses[0].status_code == 201
-        assert len(pending_envelopes()) == 1
-    finally:
-        runtime.stop()
-        hole.close()
+def test_web_requests_never_talk_to_the_broker(alice, make_playlist, monkeypatch, queues):
+    """Every write answers without the broker: its event waits in the outbox for the relay."""
+    from celery import Celery
+
+    def no_broker(*args, **kwargs):
+        raise AssertionError("a web request published to the broker")
+
+    monkeypatch.setattr(Celery, "send_task", no_broker)
+    created = make_playlist()
+    path = f"/api/playlists/{created['id']}"
+    assert alice.patch(path, {"name": "b"}).status_code == 200
+    assert alice.post(f"{path}/plays", {"track": 0}).status_code == 202
+    assert alice.delete(path).status_code == 204
+    assert len(pending_envelopes()) == 4
+    assert queues.take() == []
+
+
+def test_the_web_process_starts_no_thread():
+    from django.test.client import RequestFactory
+
+    from playlist_project import wsgi
+
+    before = {thread.ident for thread in threading.enumerate()}
+    environ = RequestFactory()._base_environ(PATH_INFO="/healthz", REQUEST_METHOD="GET")
+    statuses = []
+    body = b"".join(wsgi.application(environ, lambda status, headers: statuses.append(status)))
+    assert statuses == ["200 OK"] and b"ok" in body
+    assert {thread.ident for thread in threading.enumerate()} <= before
 
 
 def test_a_hung_broker_fails_the_publish_within_bounds(settings):
     settings.PLAYLIST_PUBLISH_TIMEOUT = 1.0
     hole = BlackHole()
     try:
-        relay = build_relay(
-            full=True, broker_url=f"amqp://guest:guest@127.0.0.1:{hole.port}//", grace_seconds=0
-        )
+        relay = build_relay(broker_url=f"amqp://guest:guest@127.0.0.1:{hole.port}//")
         from common.events import make_envelope
 
         results: list[bool] = []
@@ -187,7 +201,7 @@ def test_a_crash_between_write_and_publish_loses_nothing(alice, make_playlist, q
     assert len(written) == 3
     assert queues.take() == []
 
-    fresh = build_relay(full=True, broker_url=amqp_url, grace_seconds=0)
+    fresh = build_relay(broker_url=amqp_url)
     assert fresh.run_once() == (3, "drained")
     delivered = queues.take_until(3)
     assert [m["envelope"]["event_id"] for m in delivered] == written
@@ -200,7 +214,7 @@ def test_a_crash_after_publish_before_forgetting_publishes_again(
 ):
     make_playlist()
     [envelope] = pending_envelopes()
-    relay = build_relay(full=True, broker_url=amqp_url, grace_seconds=0)
+    relay = build_relay(broker_url=amqp_url)
 
     def crash(**_):
         raise RuntimeError("process died before $pull")
@@ -210,7 +224,7 @@ def test_a_crash_after_publish_before_forgetting_publishes_again(
         relay.run_once()
     assert pending_envelopes() == [envelope]  # never zero times...
     monkeypatch.undo()
-    fresh = build_relay(full=True, broker_url=amqp_url, grace_seconds=0)
+    fresh = build_relay(broker_url=amqp_url)
     assert fresh.run_once() == (1, "drained")
     delivered = queues.take_until(2)
     # ...at worst twice, with one event_id the consumers dedupe on.
@@ -218,78 +232,39 @@ def test_a_crash_after_publish_before_forgetting_publishes_again(
     assert outbox_empty()
 
 
-def test_relay_grace_leaves_fresh_events_to_the_writer(alice, make_playlist, amqp_url, queues):
+def test_relay_grace_leaves_young_events(alice, make_playlist, amqp_url, queues, settings):
+    assert settings.PLAYLIST_RELAY_GRACE_SECONDS == 0  # the default: nobody else publishes
     make_playlist()
-    relay = build_relay(full=True, broker_url=amqp_url, grace_seconds=3600)
+    relay = build_relay(broker_url=amqp_url, grace_seconds=3600)
     assert relay.run_once() == (0, "drained")
     assert len(PlaylistOutboxStore().pending(limit=10, older_than_seconds=0)) == 1
     assert queues.take() == []
     assert ANALYSIS_QUEUE.name == "analysis.events"
 
 
-def test_failed_immediate_publishes_are_left_to_the_outbox(alice, settings):
-    """A dead broker: the publisher thread drops its copies; every event stays in the outbox."""
+def test_a_dead_broker_leaves_every_event_in_the_outbox(alice):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         closed = sock.getsockname()[1]
-    relay = build_relay(full=False, broker_url=f"amqp://guest:guest@127.0.0.1:{closed}//")
+    relay = build_relay(broker_url=f"amqp://guest:guest@127.0.0.1:{closed}//")
     for index in range(3):
         services.playlist_create(owner_id=alice.user_id, name=f"p{index}")
-    for envelope in pending_envelopes():
-        relay.submit(envelope)
     assert relay.run_once() == (0, "failed")
-    assert relay._submitted.empty()
     assert len(pending_envelopes()) == 3
 
 
-def test_web_start_failure_never_fails_requests(alice, monkeypatch):
-    from playlists import runtime as runtime_module
-
-    def broken(**_):
-        raise RuntimeError("bad broker configuration")
-
-    monkeypatch.setattr(runtime_module, "build_relay", broken)
-    monkeypatch.setattr(runtime_module, "_start_failed_at", None)
-    runtime_module.start_web()
-    assert not runtime.running
-    assert runtime_module._start_failed_at is not None
-    runtime_module.start_web()  # within the retry pause: not tried again
-    assert alice.post("/api/playlists", {"name": "x"}).status_code == 201
-    assert len(pending_envelopes()) == 1
-
-
-def test_web_process_starts_its_threads_once(settings):
-    from playlists import runtime as runtime_module
-
-    settings.PLAYLIST_INPROCESS_WORKERS = True
-    runtime_module.start_web()
-    try:
-        assert runtime.running and runtime.consumer is not None
-        relay = runtime.relay
-        runtime_module.start_web()
-        assert runtime.relay is relay
-        assert {thread.name for thread in runtime.threads} == {
-            "playlist-outbox-relay",
-            "playlist-events-consumer",
-        }
-    finally:
-        runtime.stop()
-    assert not runtime.running
-
-
-@pytest.mark.django_db  # Django's request_started closes old database connections
-def test_the_wsgi_entry_point_starts_the_threads_on_its_first_request(settings):
-    from django.test.client import RequestFactory
-
-    from playlist_project import wsgi
-
-    settings.PLAYLIST_INPROCESS_WORKERS = False
-    assert not runtime.running
-    environ = RequestFactory()._base_environ(PATH_INFO="/healthz", REQUEST_METHOD="GET")
-    statuses = []
-    body = b"".join(wsgi.application(environ, lambda status, headers: statuses.append(status)))
-    try:
-        assert statuses == ["200 OK"] and b"ok" in body
-        assert runtime.running and runtime.consumer is None  # publisher thread only
-    finally:
-        runtime.stop()
+def test_the_relay_process_publishes_new_events_at_once(alice, queues, start_process):
+    """``manage.py outbox_relay`` as the launcher runs it: a write is out in well under 1 s,
+    and SIGTERM stops the process cleanly."""
+    relay = start_process("relay")
+    delays = []
+    for index in range(5):
+        written = time.monotonic()
+        assert alice.post("/api/playlists", {"name": f"p{index}"}).status_code == 201
+        assert len(wait_for(queues.take, timeout=10, interval=0.01)) == 1
+        delays.append(time.monotonic() - written)
+    assert sorted(delays)[2] < 1.0, delays  # the median: scans every PLAYLIST_RELAY_INTERVAL
+    wait_for(outbox_empty)
+    relay.signal(signal.SIGTERM)
+    assert relay.proc.wait(15) == 0
+    assert "outbox relay stopped" in relay.log()

@@ -11,7 +11,7 @@ from django.core.management import call_command
 from common.events import PLAYLIST_CREATED, make_envelope
 from playlists import metrics, services
 from playlists.documents import Playlist
-from playlists.outbox import PlaylistOutboxStore, SubmittedOnlyStore, entry, utcnow
+from playlists.outbox import PlaylistOutboxStore, entry, utcnow
 from playlists.tests.conftest import pending_envelopes
 
 store = PlaylistOutboxStore()
@@ -81,15 +81,6 @@ def test_tombstone_lives_until_its_last_event_is_out(alice):
     assert _doc(str(playlist.id))["deleted"] is True  # PlaylistCreated still pending
     store.mark_published(event_id=created["event_id"])
     assert _doc(str(playlist.id)) is None
-
-
-def test_submitted_only_store_finds_nothing_but_forgets(alice):
-    services.playlist_create(owner_id=alice.user_id, name="a")
-    [envelope] = pending_envelopes()
-    only = SubmittedOnlyStore()
-    assert only.pending(limit=10, older_than_seconds=0) == []
-    only.mark_published(event_id=envelope["event_id"])
-    assert pending_envelopes() == []
 
 
 def test_writes_on_a_vanished_playlist_are_404_and_write_nothing(alice, monkeypatch):

@@ -1,4 +1,5 @@
-"""UserDeleted removes that user's playlists and nobody else's."""
+"""UserDeleted removes that user's playlists and nobody else's (the ``playlist.events`` task,
+in-process and through a real Celery worker)."""
 
 from __future__ import annotations
 
@@ -15,9 +16,8 @@ from common.events import (
     make_envelope,
 )
 from playlists import services, tasks
-from playlists.consumer import envelope_from_message
 from playlists.documents import Playlist
-from playlists.runtime import make_publisher_app, runtime
+from playlists.relay import make_publisher_app
 from playlists.tests.conftest import wait_for
 
 
@@ -55,7 +55,7 @@ def test_celery_task_handles_user_deleted(alice, bob, two_users):
 
 def test_other_event_types_are_ignored(alice, two_users):
     envelope = make_envelope(PLAYLIST_CREATED, user_id=alice.user_id, data={})
-    tasks.process_envelope(envelope)
+    tasks.handle_event.run(envelope)
     assert count(alice.user_id) == 4
 
 
@@ -73,19 +73,10 @@ def test_invalid_envelopes_are_rejected_for_the_dead_letter_queue(message):
         tasks.handle_event.run(message)
 
 
-def test_celery_protocol_messages_are_understood():
-    envelope = make_envelope(USER_DELETED, user_id="u", data={})
-    assert (
-        envelope_from_message([[envelope], {}, {}], {"task": "playlist.handle_event"}) == envelope
-    )
-    assert (
-        envelope_from_message({"task": "playlist.handle_event", "args": [envelope]}, {}) == envelope
-    )
-
-
 @pytest.mark.integration
-def test_user_deleted_through_rabbitmq(alice, bob, two_users, amqp_url, queues):
-    runtime.start(inprocess=True, broker_url=amqp_url, grace_seconds=3600)
+def test_user_deleted_through_a_celery_worker(alice, bob, two_users, amqp_url, start_process):
+    """The production path: RabbitMQ, ``celery -A playlist_project worker -Q playlist.events``."""
+    worker = start_process("worker")
     envelope = make_envelope(
         USER_DELETED, user_id=alice.user_id, request_id="req-del", data={"user_id": alice.user_id}
     )
@@ -93,14 +84,13 @@ def test_user_deleted_through_rabbitmq(alice, bob, two_users, amqp_url, queues):
     wait_for(lambda: count(alice.user_id) == 0)
     assert count(bob.user_id) == 1
     assert bob.get("/api/playlists").json()["count"] == 1
-    wait_for(
-        lambda: queues.channel.queue_declare(PLAYLIST_QUEUE.name, passive=True).message_count == 0
-    )
+    assert "req-del" in worker.log()  # the request id reached the worker's log lines
+    assert "MongoClient opened before fork" not in worker.log()  # the child has its own
 
 
 @pytest.mark.integration
-def test_a_poison_message_lands_in_the_dead_letter_queue(amqp_url, queues):
-    runtime.start(inprocess=True, broker_url=amqp_url, grace_seconds=3600)
+def test_a_poison_message_lands_in_the_dead_letter_queue(amqp_url, queues, start_process):
+    start_process("worker")
     with Connection(amqp_url) as connection:
         producer = connection.Producer()
         producer.publish(
@@ -113,13 +103,4 @@ def test_a_poison_message_lands_in_the_dead_letter_queue(amqp_url, queues):
         )
     [dead] = queues.take_until(1, queue=PLAYLIST_DLQ)
     assert dead["envelope"] == "not an envelope"
-
-
-def test_user_deleted_on_the_single_machine_broker(alice, bob, two_users, settings):
-    """The default broker (kombu's filesystem transport) and the in-process consumer."""
-    assert settings.CELERY_BROKER_URL.startswith("filesystem")
-    runtime.start(inprocess=True, grace_seconds=3600)
-    envelope = make_envelope(USER_DELETED, user_id=alice.user_id, data={})
-    publish_envelope(make_publisher_app(), envelope)
-    wait_for(lambda: count(alice.user_id) == 0)
-    assert count(bob.user_id) == 1
+    assert queues.channel.queue_declare(PLAYLIST_QUEUE.name, passive=True).message_count == 0

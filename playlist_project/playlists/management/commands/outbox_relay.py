@@ -1,8 +1,7 @@
-"""Publish the playlist outbox's pending events until stopped (its own process).
+"""Publish the playlist outbox's pending events until stopped (its own process, every mode).
 
-Used with a real MongoDB (``MONGODB_URI``): ``python playlist_project/manage.py
-outbox_relay``. It catches up after a broker outage or a web process that died between a
-write and its publish. Under mongomock the web process runs this loop as a thread instead.
+``python playlist_project/manage.py outbox_relay``: the only publisher of the playlist
+service's events. ``--once`` publishes what is pending now and exits.
 """
 
 from __future__ import annotations
@@ -15,8 +14,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
-from playlists import db
-from playlists.runtime import build_relay
+from playlists.relay import build_relay
 
 logger = logging.getLogger(__name__)
 
@@ -32,13 +30,8 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        if db.is_mock() and not options["once"]:
-            logger.warning(
-                "outbox_relay runs on mongomock: it only sees its own process's "
-                "data; set MONGODB_URI (the web process relays by itself without)"
-            )
         if options["once"]:
-            relay = build_relay(full=True, grace_seconds=0)
+            relay = build_relay(grace_seconds=0)
             total = 0
             while True:
                 published, state = relay.run_once()
@@ -61,7 +54,10 @@ class Command(BaseCommand):
             from prometheus_client import start_http_server
 
             start_http_server(settings.PLAYLIST_RELAY_METRICS_PORT)
-        relay = build_relay(full=True)
-        logger.info("outbox relay started", extra={"grace_seconds": relay.grace_seconds})
+        relay = build_relay()
+        logger.info(
+            "outbox relay started",
+            extra={"grace_seconds": relay.grace_seconds, "interval": relay.interval},
+        )
         relay.run_forever(stop)
         logger.info("outbox relay stopped")
