@@ -14,12 +14,7 @@ def test_healthz_readyz_metrics(client):
 
 
 @pytest.mark.django_db
-def test_runs_on_postgresql_when_the_test_run_has_one():
-    import os
-
+def test_runs_on_postgresql():
     from django.db import connection
 
-    if os.environ.get("TEST_POSTGRES_URL"):
-        assert connection.vendor == "postgresql"
-    else:
-        assert connection.vendor == "sqlite"
+    assert connection.vendor == "postgresql"

@@ -132,7 +132,6 @@ def test_wsgi_start_up_fails_when_the_key_file_is_missing(tmp_path):
         DEBUG="false", JWT_PRIVATE_KEY_FILE=str(tmp_path / "absent.pem"), STATE_DIR=str(tmp_path)
     )
     env.pop("JWT_PRIVATE_KEY", None)
-    env.pop("DATABASE_URL", None)
     result = subprocess.run(
         [sys.executable, "-c", "import auth_project.wsgi"],
         env=env,

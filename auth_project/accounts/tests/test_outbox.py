@@ -20,7 +20,7 @@ from kombu import Connection
 from accounts import outbox
 from accounts.models import OutboxEvent
 from accounts.outbox import OrmOutboxStore, build_relay, process_relay
-from accounts.tests.conftest import ME
+from accounts.tests.conftest import ME, database_url
 from accounts.tests.factories import PASSWORD
 from common import events
 from common.outbox import Relay
@@ -44,6 +44,8 @@ def celery_app(broker_url: str) -> Celery:
     }
     config.update(
         broker_url=broker_url,
+        # Celery lets CELERY_BROKER_URL in the environment win over broker_url; not over this.
+        broker_write_url=broker_url,
         broker_transport_options={"confirm_publish": True},
         broker_connection_timeout=2.0,
     )
@@ -229,17 +231,16 @@ def test_outbox_relay_process_stops_cleanly_on_sigterm(tmp_path, amqp_url):
     """`up` runs `manage.py outbox_relay`; SIGTERM ends it at once with exit status 0."""
     project = Path(__file__).resolve().parents[2]
     env = dict(os.environ)
-    env.pop("DATABASE_URL", None)  # a SQLite database of its own
+    env.pop("TEST_DATABASE_NAME", None)
     env.update(
+        DATABASE_URL=database_url(),  # the test database, migrated by pytest-django
         STATE_DIR=str(tmp_path),
         CELERY_BROKER_URL=amqp_url,
         JWT_PRIVATE_KEY_FILE=str(tmp_path / "jwt" / "private.pem"),
         OUTBOX_RELAY_INTERVAL_SECONDS="30",
     )
-    manage = [sys.executable, str(project / "manage.py")]
-    subprocess.run([*manage, "migrate", "-v", "0"], env=env, check=True, timeout=120)
     proc = subprocess.Popen(
-        [*manage, "outbox_relay"],
+        [sys.executable, str(project / "manage.py"), "outbox_relay"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
