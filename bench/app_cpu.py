@@ -14,13 +14,14 @@ share (gunicorn's parsing, polling and thread hand-off: the gap between these fi
 bench/gateway.py's CPU s per 1,000 requests).
 
 Cases, each in a process of its own with the service's own settings, ``manage_all.service_env``
-environment, ``REDIS_URL`` (a key prefix of the run, removed at the end), multiprocess metrics
-and INFO JSON logging (to /dev/null):
+environment, Redis (``--redis``; a key prefix of the run, removed at the end), multiprocess
+metrics and INFO JSON logging (to /dev/null):
 - ``gateway-floor``: ``GET /bench/floor`` (bench/gateway.py's (b): JWT check, revocation read);
 - ``gateway-proxied``: ``GET /api/playlists?limit=10`` through the proxy to the trivial upstream
   (bench/trivial_upstream.py; bench/gateway.py's (c));
 - ``analysis-read``: ``GET /api/analysis`` with a warm cache and the signed user context the
-  gateway would send (SQLite database of the run: a warm read does not touch it).
+  gateway would send (a PostgreSQL database of the run on the ``--postgres`` server, created and
+  dropped by the script: a warm read does not touch it).
 Prints min and median microseconds of CPU per request over the repetitions.
 """
 
@@ -77,12 +78,15 @@ def _environ(path: str, headers: dict[str, str]) -> dict[str, Any]:
     return environ
 
 
-def _child(case: str, requests: int, repeats: int, profile: bool) -> None:
+def _child(args: argparse.Namespace) -> None:
     """Runs in the case's own process: set up the service, loop, print one JSON line."""
+    case, requests, repeats, profile = args.child, args.requests, args.repeats, args.profile
     service, path = CASES[case]
     folder, _ = manage_all.SERVICES[service]
     tmp = Path(tempfile.mkdtemp(prefix="bench-appcpu-"))
-    prefix = f"bench-{uuid.uuid4().hex[:8]}"
+    tag = uuid.uuid4().hex[:8]
+    prefix = f"bench-{tag}"
+    database = f"bench_appcpu_{tag}" if service == "analysis" else None
     overrides = {
         "DEBUG": "false",
         "SECRET_KEY": "bench-" + uuid.uuid4().hex,
@@ -120,8 +124,15 @@ def _child(case: str, requests: int, repeats: int, profile: bool) -> None:
             return {"Authorization": f"Bearer {tokens[i % USERS]}"}
 
     env = manage_all.service_env(service, overrides)
-    env.pop("DATABASE_URL", None)  # the run's own SQLite file
-    env["REDIS_URL"] = os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS)
+    env["REDIS_URL"] = args.redis
+    # Settings require a broker; a read never publishes, so nothing connects to it.
+    env.setdefault("CELERY_BROKER_URL", args.redis)
+    if database:
+        import psycopg
+
+        with psycopg.connect(args.postgres, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{database}"')
+        env["DATABASE_URL"] = f"{args.postgres.rsplit('/', 1)[0]}/{database}"
     env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp / "prometheus")
     (tmp / "prometheus").mkdir()
     os.environ.update(env)
@@ -186,6 +197,11 @@ def _child(case: str, requests: int, repeats: int, profile: bool) -> None:
         if upstream is not None:
             upstream.terminate()
             upstream.wait(10)
+        if database:
+            import psycopg
+
+            with psycopg.connect(args.postgres, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
         import redis
 
         client = redis.Redis.from_url(env["REDIS_URL"])
@@ -202,16 +218,28 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=2000, help="requests per repetition")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--profile", action="store_true", help="cProfile (CPU time) to stderr")
+    parser.add_argument(
+        "--postgres",
+        default=os.environ.get("TEST_POSTGRES_URL")
+        or os.environ.get("DATABASE_URL")
+        or "postgres://postgres@127.0.0.1:5432/postgres",
+        help="a PostgreSQL server (any database on it) where the run creates and drops its own",
+    )
+    parser.add_argument(
+        "--redis",
+        default=os.environ.get("BENCH_REDIS_URL") or os.environ.get("REDIS_URL") or DEFAULT_REDIS,
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        _child(args.child, args.requests, args.repeats, args.profile)
+        _child(args)
         return 0
     print(f"load {Path('/proc/loadavg').read_text().split()[0]}", flush=True)
     print("case               CPU us/request: min   median")
     for case in args.cases:
         argv = [sys.executable, __file__, "--child", case, "--requests", str(args.requests)]
-        argv += ["--repeats", str(args.repeats)] + (["--profile"] if args.profile else [])
+        argv += ["--repeats", str(args.repeats), "--postgres", args.postgres, "--redis", args.redis]
+        argv += ["--profile"] if args.profile else []
         done = subprocess.run(argv, stdout=subprocess.PIPE, text=True, check=True, timeout=600)
         figures = json.loads(done.stdout.strip().splitlines()[-1])
         print(f"{case:<18} {figures['min']:>18.0f} {figures['median']:>8.0f}", flush=True)
