@@ -49,10 +49,8 @@ def user_count_prefetched(*, key: str, count: int) -> None:
 
 
 def redis_client() -> Any:
-    """The raw redis-py client behind a django-redis default cache, else None."""
-    client = getattr(cache, "client", None)
-    get_client = getattr(client, "get_client", None)
-    return get_client(write=True) if get_client is not None else None
+    """The raw redis-py client behind the default cache (django-redis)."""
+    return cache.client.get_client(write=True)  # type: ignore[attr-defined]
 
 
 class FixedWindowRateThrottle(SimpleRateThrottle):
@@ -89,21 +87,13 @@ class FixedWindowRateThrottle(SimpleRateThrottle):
             _prefetched.set(None)
             if prefetched[0] == key:  # same caller, same window: counted already
                 return prefetched[1]
-        client = redis_client()
-        if client is not None:
-            # One round trip, no script: create the window's counter with its expiry if it is
-            # new, then count (django-redis' incr sends a Lua script, and a miss costs two more).
-            full = cache.make_key(key)
-            pipe = client.pipeline(transaction=False)
-            pipe.set(full, 0, ex=int(self.duration or 1) + 1, nx=True)
-            pipe.incr(full)
-            return int(pipe.execute()[1])
-        try:
-            return int(cache.incr(key))
-        except ValueError:  # first hit of the window
-            if cache.add(key, 1, timeout=int(self.duration or 1) + 1):
-                return 1
-            return int(cache.incr(key))
+        # One round trip, no script: create the window's counter with its expiry if it is new,
+        # then count (django-redis' incr sends a Lua script, and a miss costs two more).
+        full = cache.make_key(key)
+        pipe = redis_client().pipeline(transaction=False)
+        pipe.set(full, 0, ex=int(self.duration or 1) + 1, nx=True)
+        pipe.incr(full)
+        return int(pipe.execute()[1])
 
     @staticmethod
     def _warn(exc: Exception) -> None:

@@ -1,17 +1,16 @@
 """Access-token checks at the gateway: RS256 signature (auth's JWKS), claims, revocation.
 
 Revocation design: logging out (``POST /api/auth/logout``) or deleting the account
-(``DELETE /api/auth/me``) must make the caller's access token stop working at once, although
-access tokens are stateless JWTs. When the gateway proxies one of those requests and the auth
-service answers 2xx, the gateway writes the token's ``jti`` into the Django cache (Redis when
-``REDIS_URL`` is set, so every gateway worker and replica sees it) with a lifetime equal to the
-token's remaining validity; after ``exp`` the signature check refuses the token anyway, so the
-list never grows beyond the tokens still alive. Every token check looks the ``jti`` up (one cache
-read). If the cache does not answer, the check fails closed (503): a logged-out token must never
-work again because Redis blinked. The refresh token is blacklisted by the auth service itself
-(simplejwt), so a revoked session cannot mint new access tokens either. Only the presented
-access token is revoked; other devices' access tokens of the same user expire on their own
-within the access lifetime (15 min by default).
+(``DELETE /api/auth/me``) must make the caller's access token stop working at once, although access
+tokens are stateless JWTs. When the gateway proxies one of those requests and the auth service
+answers 2xx, the gateway writes the token's ``jti`` into the Django cache (Redis, so every gateway
+worker and replica sees it) with a lifetime equal to the token's remaining validity; after ``exp``
+the signature check refuses the token anyway, so the list never grows beyond the tokens still
+alive. Every token check looks the ``jti`` up (one cache read). If the cache does not answer, the
+check fails closed (503): a logged-out token must never work again because Redis blinked. The
+refresh token is blacklisted by the auth service itself (simplejwt), so a revoked session cannot
+mint new access tokens either. Only the presented access token is revoked; other devices' access
+tokens of the same user expire on their own within the access lifetime (15 min by default).
 
 JWKS: fetched from ``JWKS_URL`` on first use, kept for ``JWKS_CACHE_SECONDS`` (a stale set is
 kept when a refresh fails), refreshed at once for an unknown ``kid`` but at most once every
@@ -239,20 +238,19 @@ def _token_verify(token: str) -> dict[str, Any]:
 def token_is_revoked(*, jti: str, user_id: str | None = None) -> bool:
     """True when ``jti`` is on the revocation list; 503 if the list cannot be read.
 
-    With Redis and a ``user_id``, the same round trip also counts the request in the caller's
-    rate-limit window (``proxy.throttling.user_window``), which the user throttle then uses
-    instead of a round trip of its own (docs/performance.md).
+    With a ``user_id`` (and user throttling on), the same round trip also counts the request in
+    the caller's rate-limit window (``proxy.throttling.user_window``), which the user throttle
+    then uses instead of a round trip of its own (docs/performance.md).
     """
     try:
-        client = throttling.redis_client()
-        window = throttling.user_window(user_id=user_id) if client and user_id else None
-        if client is None or window is None:
+        window = throttling.user_window(user_id=user_id) if user_id else None
+        if window is None:
             return cache.get(REVOKED_KEY.format(jti=jti)) is not None
         key, ttl = window
         revoked, count = _REVOKED_AND_COUNT(
             keys=[cache.make_key(REVOKED_KEY.format(jti=jti)), cache.make_key(key)],
             args=[ttl],
-            client=client,
+            client=throttling.redis_client(),
         )
         throttling.user_count_prefetched(key=key, count=int(count))
         return bool(revoked)
