@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 import requests
-from django.core.cache import cache
 from django.test import override_settings
 from drf_spectacular.validation import validate_schema
 from proxy import upstreams
 
 import manage_all
 from apidocs.tests.conftest import SERVICES, saved_schema
+from common.testing import server_url
 
 pytestmark = pytest.mark.integration
 
@@ -42,9 +42,14 @@ def _wait_for_schema(url: str, proc: subprocess.Popen[bytes], deadline: float) -
 
 @pytest.fixture(scope="module")
 def running_services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """auth, playlist and analysis under gunicorn on free ports (no database needed for /schema)."""
+    """auth, playlist and analysis under gunicorn on free ports. /schema reads no data: the
+    database they are given does not exist, so a query would fail loudly."""
     state = tmp_path_factory.mktemp("live-state")
+    no_database = server_url("postgres").rsplit("/", 1)[0] + "/ms_never_created"
     overrides = {
+        "AUTH_DATABASE_URL": no_database,
+        "ANALYSIS_DATABASE_URL": no_database,
+        "MONGODB_URI": server_url("mongodb"),
         "STATE_DIR": str(state),
         "DEBUG": "false",
         "WEB_CONCURRENCY": "1",
@@ -94,12 +99,10 @@ def live_gateway(running_services: dict[str, str]) -> Iterator[dict[str, str]]:
         for name, url in running_services.items()
     }
     with override_settings(UPSTREAMS=config):
-        cache.clear()
         try:
             yield running_services
         finally:
             upstreams.reset()
-            cache.clear()
 
 
 def test_public_schema_from_the_running_services(live_gateway, client):
