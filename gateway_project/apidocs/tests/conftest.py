@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.core.cache import cache
 from django.test import Client, override_settings
 from proxy import upstreams
 from proxy.tests.fake_upstream import Answer, FakeUpstream, Recorded
@@ -60,14 +59,12 @@ def services(schemas: dict[str, dict[str, Any]]) -> Iterator[dict[str, SchemaUps
         for name, upstream in running.items()
     }
     with override_settings(UPSTREAMS=config):
-        cache.clear()
         try:
             yield running
         finally:
             upstreams.reset()
             for upstream in running.values():
                 upstream.server.stop()
-            cache.clear()
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ import pytest
 import yaml
 from django.core.cache import cache
 from django.test import override_settings
+from django_redis.cache import RedisCache
 from drf_spectacular.validation import validate_schema
 
 from apidocs.merge import UNAVAILABLE_NOTE
@@ -75,13 +76,13 @@ def test_upstream_down_leaves_its_paths_out_and_says_so(services, get_schema):
 def test_failures_are_remembered_briefly_and_schemas_longer(services, get_schema, monkeypatch):
     services["auth"].status = 500
     timeouts = {}
-    real_set = cache.set
+    real_set = RedisCache.set
 
-    def spy(key, value, timeout=None, **kwargs):
+    def spy(self, key, value, timeout=None, **kwargs):
         timeouts[key] = timeout
-        return real_set(key, value, timeout=timeout, **kwargs)
+        return real_set(self, key, value, timeout=timeout, **kwargs)
 
-    monkeypatch.setattr(cache, "set", spy)
+    monkeypatch.setattr(RedisCache, "set", spy)
     with override_settings(APIDOCS_FAILURE_CACHE_SECONDS=3, APIDOCS_CACHE_SECONDS=45):
         assert get_schema()["x-upstreams"]["auth"]["status"] == "unavailable"
     assert timeouts == {

@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
-from django.core.cache import cache
 from django.http import HttpResponse
 from django.test import Client, RequestFactory, override_settings
 from proxy.tests.fake_upstream import Answer, Recorded
@@ -293,10 +292,3 @@ def test_forwarded_headers_strip_only_the_browser_session():
     bearer = {"if-none-match": '"e"', "x-csrftoken": "t"}
     services.forwarded_headers_strip(headers=bearer, session=False)
     assert bearer == {"if-none-match": '"e"', "x-csrftoken": "t"}
-
-
-@pytest.fixture(autouse=True)
-def _clean_cache():
-    cache.clear()
-    yield
-    cache.clear()

@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import uuid
-
 import jwt
-import pytest
-import redis
 from django.core.cache import cache
 from django.test import override_settings
 from prometheus_client import REGISTRY
 
-from common.testing import server_url
 from proxy.exceptions import REVOCATION_UNAVAILABLE
 from proxy.tests.fake_upstream import Answer
 from proxy.tokens import REVOKED_KEY
@@ -127,29 +121,7 @@ def test_cache_down_token_check_fails_closed(fake, client, auth_headers):
     assert fake.calls() == []
 
 
-@pytest.fixture
-def redis_cache():
-    """The gateway's cache on the real Redis (as with REDIS_URL set), keys cleaned up."""
-    url = server_url("redis")
-    prefix = f"{os.environ.get('CACHE_KEY_PREFIX', 'mstest-local')}-{uuid.uuid4().hex[:8]}"
-    config = {
-        "default": {
-            "BACKEND": "django_redis.cache.RedisCache",
-            "LOCATION": url,
-            "KEY_PREFIX": f"{prefix}:gateway",
-        }
-    }
-    with override_settings(CACHES=config):
-        try:
-            yield
-        finally:
-            client = redis.Redis.from_url(url)
-            for key in client.scan_iter(f"{prefix}:*", count=1000):
-                client.delete(key)
-            client.close()
-
-
-def test_revocation_shared_through_redis(fake, redis_cache, client, make_token):
+def test_revocation_shared_through_redis(fake, client, make_token):
     token = make_token()
     fake.script = lambda r: Answer(204) if r.path == "/api/auth/logout" else None
     assert client.post("/api/auth/logout", HTTP_AUTHORIZATION=f"Bearer {token}").status_code == 204
