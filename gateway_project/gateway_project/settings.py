@@ -4,7 +4,15 @@ from pathlib import Path
 
 from corsheaders.defaults import default_headers
 
-from common.settings import defaults, env, env_bool, env_float, env_int, env_list, env_str
+from common.settings import (
+    defaults,
+    env_bool,
+    env_float,
+    env_int,
+    env_list,
+    env_str,
+    required,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -43,7 +51,8 @@ CORS_EXPOSE_HEADERS = ["X-Request-ID", "Retry-After", "Location"]
 # A dead upstream must not make the gateway unready (its breaker answers 503 instead).
 HEALTH_CHECKS = ["common.health.check_cache"]
 
-REDIS_URL = env("REDIS_URL")
+# The breakers' state (proxy/upstreams.py); common.settings.cache() requires the same variable.
+REDIS_URL = required("REDIS_URL", what="Redis (breaker state)")
 CACHE_KEY_PREFIX = env_str("CACHE_KEY_PREFIX", "ms")
 
 

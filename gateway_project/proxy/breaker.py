@@ -9,10 +9,10 @@ Design decisions:
   go through pybreaker's ``open()`` / ``half_open()`` / ``close()`` so its storage layout
   (``CircuitRedisStorage``) and its listeners are used unchanged.
 * **Exactly one probe in half-open.** pybreaker lets every concurrent caller through once
-  ``reset_timeout`` has passed. Here a caller must first win a probe lock: with Redis a
+  ``reset_timeout`` has passed. Here a caller must first win a probe lock: a Redis
   ``SET NX PX`` lock (redis-py ``Lock``, released by token so a late probe cannot free a newer
-  one) named after the upstream, so one probe runs across all gateway workers; in memory a
-  non-blocking ``threading.Lock``. Losers get 503 at once. The lock expires after the probe's
+  one) named after the upstream, so one probe runs across all gateway workers. Losers get 503
+  at once. The lock expires after the probe's
   own timeout, so a worker that dies mid-probe cannot wedge the breaker in half-open. The
   probe's success closes the breaker, its failure re-opens it for another ``reset_timeout``.
 * **What counts as a failure:** connection errors, timeouts and 5xx answers only (see
@@ -35,7 +35,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -81,22 +80,6 @@ class BreakerOpenError(pybreaker.CircuitBreakerError):
 def is_failure(exc: BaseException) -> bool:
     """Connection errors, timeouts and 5xx answers count; nothing else does."""
     return isinstance(exc, requests.ConnectionError | requests.Timeout | UpstreamServerError)
-
-
-class MemoryStorage(pybreaker.CircuitMemoryStorage):
-    """pybreaker's memory storage plus a one-shot snapshot and an atomic increment."""
-
-    def __init__(self, state: str) -> None:
-        super().__init__(state)
-        self._counter_lock = threading.Lock()
-
-    def snapshot(self) -> tuple[str, int]:
-        return self.state, self.counter
-
-    def increment_and_get(self) -> int:
-        with self._counter_lock:
-            self._fail_counter += 1
-            return self._fail_counter
 
 
 class RedisStorage(pybreaker.CircuitRedisStorage):
@@ -150,17 +133,6 @@ class RedisStorage(pybreaker.CircuitRedisStorage):
         return [
             self._namespace(k) for k in ("state", "fail_counter", "success_counter", "opened_at")
         ]
-
-
-class _MemoryProbeLock:
-    def __init__(self, lock: threading.Lock) -> None:
-        self._lock = lock
-
-    def acquire(self) -> bool:
-        return self._lock.acquire(blocking=False)
-
-    def release(self) -> None:
-        self._lock.release()
 
 
 class _RedisProbeLock:
@@ -221,20 +193,16 @@ class UpstreamBreaker(pybreaker.CircuitBreaker):
         name: str,
         fail_max: int,
         reset_timeout: float,
-        redis: Redis | None = None,
-        namespace: str | None = None,
+        redis: Redis,
+        namespace: str,
         probe_ttl: float = 30.0,
         state_cache_seconds: float = 0.0,
     ) -> None:
-        storage: MemoryStorage | RedisStorage
-        if redis is not None:
-            storage = RedisStorage(CLOSED, redis, namespace=namespace)
-            key = f"{namespace}:pybreaker:probe"
-            self._new_probe_lock: Callable[[], Any] = lambda: _RedisProbeLock(redis, key, probe_ttl)
-        else:
-            storage = MemoryStorage(CLOSED)
-            lock = threading.Lock()
-            self._new_probe_lock = lambda: _MemoryProbeLock(lock)
+        storage = RedisStorage(CLOSED, redis, namespace=namespace)
+        key = f"{namespace}:pybreaker:probe"
+        self._new_probe_lock: Callable[[], _RedisProbeLock] = lambda: _RedisProbeLock(
+            redis, key, probe_ttl
+        )
         super().__init__(
             fail_max=fail_max,
             reset_timeout=reset_timeout,
@@ -320,7 +288,7 @@ class UpstreamBreaker(pybreaker.CircuitBreaker):
         return result
 
     def _probe(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        lock = self._new_probe_lock()
+        lock: _RedisProbeLock | None = self._new_probe_lock()
         if not lock.acquire():
             raise BreakerOpenError("probe in progress", retry_after=PROBE_BUSY_RETRY_AFTER)
         try:

@@ -74,18 +74,16 @@ def breaker_state_cache_seconds() -> float:
 
 
 def build_breaker(name: str, *, probe_ttl: float) -> UpstreamBreaker:
-    """A breaker for ``name`` on the configured storage (Redis when REDIS_URL is set)."""
-    client = None
-    if settings.REDIS_URL:
-        client = redis.Redis.from_url(
-            settings.REDIS_URL,
-            socket_connect_timeout=settings.BREAKER_REDIS_TIMEOUT,
-            socket_timeout=settings.BREAKER_REDIS_TIMEOUT,
-            health_check_interval=30,
-            # One quick retry (a stale pooled connection), no backoff: a Redis outage must cost
-            # requests milliseconds, not seconds.
-            retry=Retry(NoBackoff(), 1),
-        )
+    """A breaker for ``name`` with its state in Redis (``REDIS_URL``), shared by every worker."""
+    client = redis.Redis.from_url(
+        settings.REDIS_URL,
+        socket_connect_timeout=settings.BREAKER_REDIS_TIMEOUT,
+        socket_timeout=settings.BREAKER_REDIS_TIMEOUT,
+        health_check_interval=30,
+        # One quick retry (a stale pooled connection), no backoff: a Redis outage must cost
+        # requests milliseconds, not seconds.
+        retry=Retry(NoBackoff(), 1),
+    )
     return UpstreamBreaker(
         name=name,
         fail_max=settings.BREAKER_FAIL_MAX,
@@ -93,7 +91,7 @@ def build_breaker(name: str, *, probe_ttl: float) -> UpstreamBreaker:
         redis=client,
         namespace=breaker_namespace(name),
         probe_ttl=probe_ttl,
-        state_cache_seconds=breaker_state_cache_seconds() if client is not None else 0.0,
+        state_cache_seconds=breaker_state_cache_seconds(),
     )
 
 

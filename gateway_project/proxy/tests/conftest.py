@@ -1,11 +1,9 @@
-"""Fixtures: a real fake upstream, an RSA key with its JWKS, token factories, clean state."""
+"""Fixtures: a real fake upstream, an RSA key with its JWKS, token factories, two workers' Redis."""
 
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
-import os
 import socket
 import time
 import uuid
@@ -17,10 +15,8 @@ import pytest
 import redis
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from django.core.cache import cache
 from django.test import Client, override_settings
 
-from common.testing import server_url
 from proxy import upstreams
 from proxy.tests.fake_upstream import FakeUpstream
 
@@ -99,39 +95,11 @@ def fake(rsa_key: rsa.RSAPrivateKey) -> Iterator[FakeUpstream]:
         BREAKER_FAIL_MAX=3,
         BREAKER_RESET_TIMEOUT=60.0,
     ):
-        cache.clear()
         try:
             yield server
         finally:
             upstreams.reset()
             server.stop()
-            cache.clear()
-
-
-@contextlib.contextmanager
-def breakers_on_redis() -> Iterator[None]:
-    """The gateway's breakers in the real Redis under a prefix of their own (keys removed)."""
-    url = server_url("redis")
-    prefix = f"{os.environ.get('CACHE_KEY_PREFIX', 'mstest-local')}-{uuid.uuid4().hex[:8]}"
-    with override_settings(REDIS_URL=url, CACHE_KEY_PREFIX=prefix):
-        try:
-            yield
-        finally:
-            upstreams.reset()
-            client = redis.Redis.from_url(url)
-            for key in client.scan_iter(f"{prefix}:*", count=1000):
-                client.delete(key)
-            client.close()
-
-
-@pytest.fixture(params=["memory", "redis"])
-def breaker_storage(request: pytest.FixtureRequest, fake: FakeUpstream) -> Iterator[str]:
-    """Run a test with the breakers in memory and in the real Redis (keys cleaned up)."""
-    if request.param == "memory":
-        yield "memory"
-        return
-    with breakers_on_redis():
-        yield "redis"
 
 
 @pytest.fixture
@@ -145,15 +113,7 @@ def client() -> Client:
 
 
 @pytest.fixture
-def shared_redis():
-    """(client, breaker namespace) on the real Redis under a prefix of this test; cleaned up.
+def shared_redis(redis_slice: Any) -> tuple[redis.Redis, str]:
+    """(client, breaker namespace) on this test's slice of the real Redis (root conftest.py).
     Two breakers on it stand for two gateway workers."""
-    url = server_url("redis")
-    prefix = f"{os.environ.get('CACHE_KEY_PREFIX', 'mstest-local')}-{uuid.uuid4().hex[:8]}"
-    client = redis.Redis.from_url(url)
-    try:
-        yield client, f"{prefix}:gateway:breaker:playlist"
-    finally:
-        for key in client.scan_iter(f"{prefix}:*", count=1000):
-            client.delete(key)
-        client.close()
+    return redis_slice.client, upstreams.breaker_namespace("playlist")

@@ -19,7 +19,6 @@ from redis.retry import Retry
 from proxy import upstreams
 from proxy.breaker import (
     BreakerOpenError,
-    MemoryStorage,
     RedisStorage,
     UpstreamBreaker,
     UpstreamServerError,
@@ -48,11 +47,8 @@ def elapse_reset_timeout(name="playlist"):
     upstreams.get(name).breaker.reset_timeout = 0
 
 
-def test_fail_max_5xx_opens_breaker_then_503_without_calling_upstream(
-    breaker_storage, fake, client, auth_headers
-):
-    storage = upstreams.get("playlist").breaker.storage
-    assert isinstance(storage, RedisStorage if breaker_storage == "redis" else MemoryStorage)
+def test_fail_max_5xx_opens_breaker_then_503_without_calling_upstream(fake, client, auth_headers):
+    assert isinstance(upstreams.get("playlist").breaker.storage, RedisStorage)
     before = sample("gateway_rejected_requests_total", reason="breaker_open")
     trip(client, auth_headers, fake)
     assert len(fake.calls()) == FAIL_MAX
@@ -67,9 +63,7 @@ def test_fail_max_5xx_opens_breaker_then_503_without_calling_upstream(
     assert client.get("/api/analysis", **auth_headers).status_code == 500
 
 
-def test_connection_errors_and_timeouts_count_as_failures(
-    breaker_storage, fake, client, auth_headers
-):
+def test_connection_errors_and_timeouts_count_as_failures(fake, client, auth_headers):
     fake.script = lambda r: Answer(200, [], b"late", delay=1.5)
     assert client.get("/api/playlists", **auth_headers).status_code == 504
     fake.stop()
@@ -78,7 +72,7 @@ def test_connection_errors_and_timeouts_count_as_failures(
     assert client.get("/api/playlists", **auth_headers).status_code == 503
 
 
-def test_4xx_never_trips_the_breaker(breaker_storage, fake, client, auth_headers):
+def test_4xx_never_trips_the_breaker(fake, client, auth_headers):
     fake.script = lambda r: Answer(404, [("Content-Type", "application/json")], b"{}")
     for _ in range(FAIL_MAX * 3):
         assert client.get("/api/playlists/x", **auth_headers).status_code == 404
@@ -86,7 +80,7 @@ def test_4xx_never_trips_the_breaker(breaker_storage, fake, client, auth_headers
     assert upstreams.get("playlist").breaker.current_state == "closed"
 
 
-def test_success_resets_the_failure_count(breaker_storage, fake, client, auth_headers):
+def test_success_resets_the_failure_count(fake, client, auth_headers):
     outcomes = iter([500, 500, 200, 500, 500, 200])
     fake.script = lambda r: Answer(next(outcomes), [], b"")
     statuses = [client.get("/api/playlists", **auth_headers).status_code for _ in range(6)]
@@ -94,7 +88,7 @@ def test_success_resets_the_failure_count(breaker_storage, fake, client, auth_he
     assert upstreams.get("playlist").breaker.current_state == "closed"
 
 
-def test_half_open_admits_exactly_one_probe_under_concurrency(breaker_storage, fake, auth_headers):
+def test_half_open_admits_exactly_one_probe_under_concurrency(fake, auth_headers):
     client = Client()
     trip(client, auth_headers, fake)
     elapse_reset_timeout()
@@ -130,9 +124,7 @@ def test_half_open_admits_exactly_one_probe_under_concurrency(breaker_storage, f
     assert upstreams.get("playlist").breaker.current_state == "closed"
 
 
-def test_probe_success_closes_and_traffic_flows(
-    breaker_storage, fake, client, auth_headers, caplog
-):
+def test_probe_success_closes_and_traffic_flows(fake, client, auth_headers, caplog):
     before = sample(
         "gateway_breaker_transitions_total",
         upstream="playlist",
@@ -163,7 +155,7 @@ def test_probe_success_closes_and_traffic_flows(
         assert client.get("/api/playlists", **auth_headers).status_code == 200
 
 
-def test_probe_failure_reopens(breaker_storage, fake, client, auth_headers):
+def test_probe_failure_reopens(fake, client, auth_headers):
     trip(client, auth_headers, fake)
     breaker = upstreams.get("playlist").breaker
     elapse_reset_timeout()

@@ -3,7 +3,6 @@ throttle counter and the benchmark-only floor endpoint (off by default)."""
 
 from __future__ import annotations
 
-import os
 import uuid
 
 import pytest
@@ -11,10 +10,8 @@ import redis
 from django.core.cache import cache
 from django.test import Client, override_settings
 
-from common.testing import server_url
 from proxy import bench, upstreams
 from proxy.breaker import BreakerOpenError, UpstreamBreaker, UpstreamServerError
-from proxy.tests.conftest import breakers_on_redis
 from proxy.tests.fake_upstream import Answer
 from proxy.throttling import GatewayUserThrottle
 
@@ -70,31 +67,12 @@ def test_own_failures_drop_the_cached_state_at_once(shared_redis):
     assert called == [] and worker.current_state == "open"
 
 
-def test_gateway_breakers_use_the_state_cache_only_with_redis(fake):
+def test_gateway_breakers_use_the_state_cache(fake):
     with override_settings(BREAKER_STATE_CACHE_SECONDS=0.25):
-        assert upstreams.get("playlist").breaker._state_cache_seconds == 0.0  # memory storage
-        with breakers_on_redis():
-            assert upstreams.get("playlist").breaker._state_cache_seconds == 0.25
+        assert upstreams.get("playlist").breaker._state_cache_seconds == 0.25
 
 
-@pytest.fixture
-def redis_cache():
-    prefix = f"{os.environ.get('CACHE_KEY_PREFIX', 'mstest-local')}-{uuid.uuid4().hex[:8]}"
-    caches = {
-        "default": {
-            "BACKEND": "django_redis.cache.RedisCache",
-            "LOCATION": server_url("redis"),
-            "KEY_PREFIX": prefix,
-        }
-    }
-    with override_settings(CACHES=caches):
-        try:
-            yield prefix
-        finally:
-            cache.delete_pattern("*")  # type: ignore[attr-defined]
-
-
-def test_pipelined_counter_counts_and_expires_with_its_window(redis_cache):
+def test_pipelined_counter_counts_and_expires_with_its_window():
     throttle = GatewayUserThrottle()
     throttle.duration = 60
     key = f"throttle_test_{uuid.uuid4().hex}:1"
@@ -110,7 +88,7 @@ def test_bench_endpoint_is_off_by_default(fake, auth_headers):
         assert bench.enabled() is True
 
 
-def test_revocation_read_also_counts_the_caller_once(redis_cache):
+def test_revocation_read_also_counts_the_caller_once():
     from proxy import throttling, tokens
 
     user = f"u{uuid.uuid4().hex[:8]}"
@@ -128,7 +106,7 @@ def test_revocation_read_also_counts_the_caller_once(redis_cache):
         assert tokens.token_is_revoked(jti=jti, user_id=user) is True
 
 
-def test_revocation_script_is_loaded_again_when_redis_forgot_it(redis_cache):
+def test_revocation_script_is_loaded_again_when_redis_forgot_it():
     """After a Redis restart or SCRIPT FLUSH, EVALSHA fails with NOSCRIPT: redis-py loads the
     script and the check still answers (simulated with a digest Redis never saw, so the shared
     server's scripts are left alone)."""
