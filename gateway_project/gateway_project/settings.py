@@ -4,15 +4,7 @@ from pathlib import Path
 
 from corsheaders.defaults import default_headers
 
-from common.settings import (
-    defaults,
-    env_bool,
-    env_float,
-    env_int,
-    env_list,
-    env_str,
-    required,
-)
+from common.settings import defaults, env_bool, env_float, env_int, env_list, env_str, required
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
