@@ -259,7 +259,7 @@ class Stack:
         self,
         *,
         users: int = 1000,
-        redis_url: str | None = DEFAULT_REDIS,
+        redis_url: str = DEFAULT_REDIS,
         multiproc: bool = True,
         env: dict[str, str] | None = None,
         extra_argv: list[str] | None = None,
@@ -351,10 +351,7 @@ class Stack:
             **self.env_overrides,
         }
         env = manage_all.service_env("gateway", overrides)
-        if self.redis_url:
-            env["REDIS_URL"] = self.redis_url
-        else:
-            env.pop("REDIS_URL", None)
+        env["REDIS_URL"] = self.redis_url  # required: revocations, throttles, breaker state
         if self.multiproc:
             folder = self.tmp / "prometheus"
             folder.mkdir(parents=True, exist_ok=True)
@@ -383,13 +380,12 @@ class Stack:
                     os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(5)
         self.procs.clear()
-        if self.redis_url:
-            with contextlib.suppress(Exception):
-                import redis
+        with contextlib.suppress(Exception):
+            import redis
 
-                client = redis.Redis.from_url(self.redis_url)
-                for key in client.scan_iter(f"{self.prefix}*", count=1000):
-                    client.delete(key)
+            client = redis.Redis.from_url(self.redis_url)
+            for key in client.scan_iter(f"{self.prefix}*", count=1000):
+                client.delete(key)
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 

@@ -9,14 +9,16 @@ events/s processed and the p50/p99 lag from ``occurred_at`` to the counter commi
     .venv/bin/python bench/events_pipeline.py --events 5000 --workers 1 2 4 --rate 200
 
 It makes its own RabbitMQ vhost (rabbitmqctl) and PostgreSQL database and removes both at the
-end. ``--rate`` publishes at a fixed rate (lag without a backlog); without it the publishers go
-as fast as they can (throughput; the lag then includes the time spent queued). Publishers are
-processes (``--publishers``) using the platform's ``publish_envelope`` with one publisher
-confirm at a time each; on a 2-core machine they, not the workers, then set the pace (events/s
-close to publish/s): ``--no-confirm`` publishes without waiting for confirms, ``--backlog``
-publishes everything first and measures how fast the workers drain the queue. Every run checks
-that the counters in the database are exactly what the events add up to ("exact") and prints
-the 1-minute load average (the machine may be shared).
+end; the workers' Redis (``--redis``, required by the settings) gets a key prefix of the run,
+whose keys are deleted at the end. ``--rate`` publishes at a fixed rate (lag without a
+backlog); without it the publishers go as fast as they can (throughput; the lag then includes
+the time spent queued). Publishers are processes (``--publishers``) using the platform's
+``publish_envelope`` with one publisher confirm at a time each; on a 2-core machine they, not
+the workers, then set the pace (events/s close to publish/s): ``--no-confirm`` publishes
+without waiting for confirms, ``--backlog`` publishes everything first and measures how fast
+the workers drain the queue. Every run checks that the counters in the database are exactly
+what the events add up to ("exact") and prints the 1-minute load average (the machine may be
+shared).
 
     .venv/bin/python bench/events_pipeline.py --events 10000 --rate 500          # lag at 500/s
     .venv/bin/python bench/events_pipeline.py --events 10000 --no-confirm --publishers 6
@@ -151,12 +153,9 @@ class Bench:
             STATE_DIR=str(self.state),
             LOG_FORMAT="json",
             LOG_LEVEL=args.log_level,
+            REDIS_URL=args.redis,  # required by the settings; keys under the run's prefix
             CACHE_KEY_PREFIX=f"bench-{tag}",
         )
-        if args.redis:
-            self.env["REDIS_URL"] = args.redis
-        else:
-            self.env.pop("REDIS_URL", None)
         self.workers: list[tuple[subprocess.Popen[bytes], int]] = []
 
     # ----------------------------------------------------------------- set-up and tear-down
@@ -192,7 +191,7 @@ class Bench:
             psycopg.connect(self.pg_admin, autocommit=True) as conn,
         ):
             conn.execute(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
-        if self.args.redis:
+        with contextlib.suppress(Exception):
             import redis
 
             client = redis.Redis.from_url(self.args.redis)
@@ -382,7 +381,12 @@ def main() -> int:
     )
     parser.add_argument("--amqp", default="amqp://guest:guest@127.0.0.1:5672")
     parser.add_argument("--postgres", default="postgres://postgres@127.0.0.1:5432/postgres")
-    parser.add_argument("--redis", default="", help="REDIS_URL for the workers (optional)")
+    parser.add_argument(
+        "--redis",
+        default="redis://127.0.0.1:6379/0",
+        help="REDIS_URL for the workers (required by the settings); the run's keys live under "
+        "a prefix of its own and are deleted at the end",
+    )
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument("--timeout", type=float, default=300)
     args = parser.parse_args()
@@ -398,10 +402,7 @@ def main() -> int:
     if args.backlog:
         mode = "backlog drained"
     mode += f", {args.publishers} publishers" + (" without confirms" if args.no_confirm else "")
-    print(
-        f"\n{args.events} events, {args.users} users, {mode}, PostgreSQL, RabbitMQ"
-        f"{', Redis' if args.redis else ''}"
-    )
+    print(f"\n{args.events} events, {args.users} users, {mode}, PostgreSQL, RabbitMQ, Redis")
     settings = {
         name: os.environ.get(name, "default")
         for name in (

@@ -52,7 +52,8 @@ def main() -> int:
     parser.add_argument(
         "--redis",
         default="redis://127.0.0.1:6379/0",
-        help="REDIS_URL of the gateway; 'none' for the in-memory fallbacks",
+        help="REDIS_URL of the gateway (required: revocations, throttle counters, breaker "
+        "state); the run's keys live under a prefix of its own, deleted at the end",
     )
     parser.add_argument(
         "--profile",
@@ -75,11 +76,10 @@ def main() -> int:
     if args.keepalive is not None:
         env["GUNICORN_KEEPALIVE"] = args.keepalive
     extra = ["--worker-class", args.worker_class] if args.worker_class else []
-    redis_url = None if args.redis == "none" else args.redis
     results: list[tuple[int, str, WrkResult]] = []
     with Stack(
         users=args.users,
-        redis_url=redis_url,
+        redis_url=args.redis,
         multiproc=not args.no_multiproc,
         env=env,
         extra_argv=extra,
