@@ -38,8 +38,10 @@ def owner(request: pytest.FixtureRequest, mongodb: str) -> Iterator[str]:
         yield owner
         return
     uri = os.environ["MONGODB_URI_CONTRACT"]
+    # The database the URI names (touched only through this owner), else one of this run.
     named = uri_parser.parse_uri(uri)["database"]
-    with connected_to(uri, named or database_name()):
+    name = named or f"{database_name()}_contract"
+    with connected_to(uri, name):
         ensure_indexes()
         try:
             yield owner
@@ -47,7 +49,7 @@ def owner(request: pytest.FixtureRequest, mongodb: str) -> Iterator[str]:
             if named:
                 Playlist._get_collection().delete_many({"owner_id": owner})
             else:
-                Playlist._get_collection().database.client.drop_database(database_name())
+                Playlist._get_collection().database.client.drop_database(name)
 
 
 def _mine(owner: str) -> list[dict]:

@@ -84,7 +84,7 @@ def test_user_deleted_through_a_celery_worker(alice, bob, two_users, amqp_url, s
     wait_for(lambda: count(alice.user_id) == 0)
     assert count(bob.user_id) == 1
     assert bob.get("/api/playlists").json()["count"] == 1
-    assert "req-del" in worker.log()  # the request id reached the worker's log lines
+    wait_for(lambda: "req-del" in worker.log())  # the request id reached the worker's log lines
     assert "MongoClient opened before fork" not in worker.log()  # the child has its own
 
 
