@@ -109,8 +109,9 @@ def test_broker_down_then_back_delivers_every_event(alice, queues, amqp_url, set
     host_port = amqp_url.split("@", 1)[1].split("/", 1)[0]
     proxy = TcpProxy(host_port.split(":")[0], int(host_port.split(":")[1])).start()
     stop = threading.Event()
+    relay = build_relay(broker_url=proxy.url(amqp_url))
+    thread = relay.start_thread(stop)  # the loop of the relay process
     try:
-        build_relay(broker_url=proxy.url(amqp_url)).start_thread(stop)  # as the relay process
         first = alice.post("/api/playlists", {"name": "before the outage"})
         assert first.status_code == 201
         queues.take_until(1)
@@ -138,6 +139,8 @@ def test_broker_down_then_back_delivers_every_event(alice, queues, amqp_url, set
         wait_for(outbox_empty)
     finally:
         stop.set()
+        relay.wake()
+        thread.join(10)  # never publishes another test's events
         proxy.stop()
 
 
