@@ -465,6 +465,7 @@ class Platform:
         self._color = sys.stdout.isatty()
         self._lock = threading.Lock()
         self._watchdog: subprocess.Popen[bytes] | None = None
+        self._restarts: dict[str, list[float]] = {}
 
     def add(self, specs: Sequence[ProcSpec]) -> None:
         self.specs.extend(specs)
@@ -591,6 +592,27 @@ class Platform:
                 os.killpg(proc.pid, signal.SIGKILL)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(5)
+
+    def restart_dead(self, *, limit: int = 5, window: float = 60.0) -> list[str]:
+        """Start again every service process that exited (as Compose's `restart:` does).
+
+        A local server that exits, or a process that dies `limit` times in `window` seconds,
+        is not restarted: RuntimeError, and the caller stops the platform.
+        """
+        restarted = []
+        now = time.monotonic()
+        for name in self.dead():
+            spec = next(spec for spec in self.specs if spec.name == name)
+            recent = [t for t in self._restarts.get(name, []) if now - t < window]
+            code = self.procs[name].returncode
+            if spec.service is None:
+                raise RuntimeError(f"local server {name} exited (code {code})")
+            if len(recent) >= limit:
+                raise RuntimeError(f"{name} exited {limit} times in {window:.0f}s (code {code})")
+            self._restarts[name] = [*recent, now]
+            self._spawn(spec)
+            restarted.append(f"{name} (exit code {code})")
+        return restarted
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         with contextlib.suppress(ProcessLookupError):
@@ -738,10 +760,13 @@ def cmd_up(_: argparse.Namespace) -> int:
         log(f"data         {STATE} (python manage_all.py reset deletes it)")
         log("Ctrl-C stops everything")
         while True:
-            dead = platform.dead()
-            if dead:
-                log(f"process exited: {', '.join(dead)}; stopping the platform")
+            try:
+                restarted = platform.restart_dead()
+            except RuntimeError as exc:
+                log(f"{exc}; stopping the platform")
                 return 1
+            if restarted:
+                log(f"restarted: {', '.join(restarted)}")
             time.sleep(0.5)
     except KeyboardInterrupt:
         log("stopping")

@@ -1,8 +1,10 @@
 """The end-to-end suite: the whole platform as real processes, started by manage_all's launcher.
 
 The services run exactly as `python manage_all.py up` runs them (same Platform class, same
-process table), on free ports, against this test run's own slices of the real servers:
-two PostgreSQL databases, a RabbitMQ vhost, a Redis key prefix.
+process table: several gunicorn workers, both outbox relays, both Celery workers, Flower), on
+free ports, against this test run's own slices of the real servers: two PostgreSQL databases,
+a RabbitMQ vhost (or, without RabbitMQ off CI, Celery's Redis transport under the run's
+prefix), a Redis key prefix and a database on the run's SecantusDB server.
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ import uuid
 from pathlib import Path
 
 import psycopg
+import pymongo
 import pytest
 import requests
 
-from common.testing import run_id, server_url
+from common.testing import run_id, server_url, servers_required
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -52,7 +55,11 @@ def _admin_connection(pg_url: str) -> psycopg.Connection:
 def platform():
     pg = server_url("postgres")
     redis = server_url("redis")
-    amqp = server_url("amqp")
+    mongodb = server_url("mongodb")
+    if servers_required():
+        server_url("amqp")  # CI runs the platform on RabbitMQ, as Compose does
+    # Off CI without RabbitMQ: Celery's Redis transport, the single-machine default.
+    broker = os.environ.get("TEST_AMQP_URL") or os.environ["TEST_BROKER_URL"]
     suffix = f"{run_id()}_{uuid.uuid4().hex[:4]}"
     databases = {name: f"ms_e2e_{name}_{suffix}" for name in ("auth", "analysis")}
     with _admin_connection(pg) as conn:
@@ -69,8 +76,10 @@ def platform():
         "AUTH_DATABASE_URL": f"{base}/{databases['auth']}",
         "ANALYSIS_DATABASE_URL": f"{base}/{databases['analysis']}",
         "REDIS_URL": redis,
-        "CELERY_BROKER_URL": amqp,
-        "WEB_CONCURRENCY": "1",
+        "CELERY_BROKER_URL": broker,
+        "MONGODB_URI": mongodb,
+        "MONGODB_DB": f"ms_e2e_playlist_{suffix}",
+        "WEB_CONCURRENCY": "2",
         # Every test registers and logs in from 127.0.0.1: the per-IP throttles (tested in the
         # auth suite) would refuse the suite's own traffic.
         "REGISTER_THROTTLE_RATE_IP": "1000/min",
@@ -90,6 +99,7 @@ def platform():
         yield RunningPlatform(running, ports, overrides)
     finally:
         running.stop()
+        pymongo.MongoClient(mongodb).drop_database(overrides["MONGODB_DB"])
         with _admin_connection(pg) as conn:
             for name in databases.values():
                 conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -7,24 +7,83 @@ def names(overrides=None):
     return [spec.name for spec in manage_all.platform_specs(overrides)]
 
 
-def test_single_machine_table_keeps_playlist_work_in_its_web_process():
-    assert names({"MONGODB_URI": ""}) == [
+def test_one_process_table_in_every_mode():
+    """Local servers or not, the same programs run: no layout exists for one mode only."""
+    expected = [
         "gateway",
         "analysis",
         "auth",
         "playlist",
         "analysis-worker",
+        "playlist-worker",
         "auth-relay",
+        "playlist-relay",
         "flower",
     ]
-    playlist = next(
-        s for s in manage_all.platform_specs({"MONGODB_URI": ""}) if s.name == "playlist"
+    assert names({"MONGODB_URI": ""}) == expected
+    assert names({"MONGODB_URI": "mongodb://db/x"}) == expected
+    playlist = next(s for s in manage_all.platform_specs({}) if s.name == "playlist")
+    assert playlist.argv[playlist.argv.index("--workers") + 1] == "2"
+
+
+def test_local_servers_fill_in_what_no_variable_names(tmp_path):
+    found, exports = manage_all.local_servers(
+        tmp_path, {"REDIS_URL": "redis://r:6379/0"}, durable=False, free_ports=True
     )
-    assert playlist.argv[playlist.argv.index("--workers") + 1] == "1"
+    assert [s.name for s in found] == ["postgres", "mongodb"]
+    assert exports["CELERY_BROKER_URL"] == "redis://r:6379/1"  # the broker beside the cache
+    assert exports["AUTH_DATABASE_URL"].endswith("/auth")
+    assert exports["ANALYSIS_DATABASE_URL"].endswith("/analysis")
+    assert exports["MONGODB_URI"].startswith("mongodb://127.0.0.1:")
+    assert (tmp_path / "postgres" / "PG_VERSION").read_text().strip() == "16"  # initdb ran
+    named = {
+        "AUTH_DATABASE_URL": "postgres://a/auth",
+        "ANALYSIS_DATABASE_URL": "postgres://a/an",
+        "REDIS_URL": "redis://r/0",
+        "CELERY_BROKER_URL": "amqp://b//",
+        "MONGODB_URI": "mongodb://m",
+    }
+    assert manage_all.local_servers(tmp_path, named) == ([], {})
 
 
-def test_real_mongodb_adds_the_playlist_worker_and_relay():
-    assert {"playlist-worker", "playlist-relay"} <= set(names({"MONGODB_URI": "mongodb://db/x"}))
+def test_a_data_directory_of_another_postgres_version_is_refused_and_kept(tmp_path):
+    data = tmp_path / "postgres"
+    data.mkdir()
+    (data / "PG_VERSION").write_text("13\n")
+    (data / "base").mkdir()
+    try:
+        manage_all.servers.postgres(tmp_path, FAKE_BINARIES, port=1)
+    except manage_all.servers.ServerError as exc:
+        assert str(data) in str(exc)
+        assert "PostgreSQL 13" in str(exc)
+        assert "reset" in str(exc)
+    else:
+        raise AssertionError("a cluster of PostgreSQL 13 was accepted by PostgreSQL 16")
+    assert (data / "base").exists()  # nothing deleted
+
+
+def test_a_taken_port_names_the_port_and_the_variable():
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        try:
+            manage_all.servers.check_port_free(port, what="the gateway", variable="GATEWAY_PORT")
+        except manage_all.servers.ServerError as exc:
+            assert f"port {port}" in str(exc)
+            assert "GATEWAY_PORT" in str(exc)
+        else:
+            raise AssertionError("a port in use was reported free")
+
+
+FAKE_BINARIES = manage_all.servers.Binaries(
+    pg_bin=manage_all.ROOT / "nonexistent",
+    pg_major="16",
+    redis_server=manage_all.ROOT,
+    secantusd=manage_all.ROOT,
+)
 
 
 def test_ports_and_databases_reach_the_right_process():

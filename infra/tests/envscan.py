@@ -2,8 +2,9 @@
 
 A read is a call whose first argument is an upper-case string literal and whose function is
 one of the settings helpers (``env``, ``env_str``, ``env_bool``, ``env_int``, ``env_float``,
-``env_list``, ``secret``), ``os.getenv`` or ``os.environ.get`` / ``os.environ.setdefault`` /
-``os.environ.pop``, or a subscript / membership test on ``os.environ``.
+``env_list``, ``secret``, ``required``), ``os.getenv`` or ``os.environ.get`` /
+``os.environ.setdefault`` / ``os.environ.pop``, or a subscript / membership test on
+``os.environ``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,17 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 SERVICES = ("gateway", "auth", "playlist", "analysis")
-HELPERS = {"env", "env_str", "env_bool", "env_int", "env_float", "env_list", "secret", "getenv"}
+HELPERS = {
+    "env",
+    "env_str",
+    "env_bool",
+    "env_int",
+    "env_float",
+    "env_list",
+    "secret",
+    "required",
+    "getenv",
+}
 ENVIRON_METHODS = {"get", "setdefault", "pop"}
 NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
 # Read by the test tooling or the launcher only, never by a deployed service.

@@ -23,8 +23,10 @@ def interpolations(text: str) -> list[tuple[str, str | None, str | None]]:
 
 
 def launcher_reads() -> list[re.Pattern[str]]:
-    """Variable names (or f-string families) manage_all.py reads from its environment."""
-    tree_text = (REPO / "manage_all.py").read_text()
+    """Variable names (or f-string families) the launcher (manage_all.py, devtools/) reads."""
+    tree_text = "\n".join(
+        path.read_text() for path in [REPO / "manage_all.py", *(REPO / "devtools").glob("*.py")]
+    )
     found = [
         re.compile(re.escape(name))
         for name in re.findall(r"[\"']([A-Z][A-Z0-9_]{2,})[\"']", tree_text)
