@@ -5,3 +5,4 @@ INTERNAL_SECRET = "mypy"
 SERVICE_NAME = "mypy"
 INSTALLED_APPS = ["django.contrib.contenttypes", "django.contrib.auth", "rest_framework"]
 HEALTH_CHECKS: list[str] = []
+CELERY_BROKER_URL = "redis://127.0.0.1:6379/1"
