@@ -37,7 +37,6 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pymongo import ReturnDocument
 from pymongo.collection import Collection
 
 from playlists import db
@@ -69,35 +68,50 @@ def entry(envelope: dict[str, Any], *, written_at: datetime | None = None) -> di
 class PlaylistOutboxStore:
     """:class:`common.outbox.OutboxStore` over the ``pending_events`` arrays of playlists."""
 
+    def __init__(self) -> None:
+        # event_id -> the playlist holding it, from the last pending(): marks go by _id.
+        self._playlist_of: dict[str, Any] = {}
+
     def pending(self, *, limit: int, older_than_seconds: float) -> list[dict[str, Any]]:
         cutoff = utcnow() - timedelta(seconds=max(0.0, older_than_seconds))
         cursor = (
             collection()
-            .find({"pending_events.written_at": {"$lte": cutoff}}, {"pending_events": 1})
+            # Both bounds: MongoDB type-brackets a lone $lte to dates anyway; SecantusDB scans
+            # every playlist without the lower one (docs/mongodb-compat.md).
+            .find(
+                {"pending_events.written_at": {"$gte": EPOCH, "$lte": cutoff}},
+                {"pending_events": 1},
+            )
             .sort("pending_events.written_at", 1)
             .limit(max(1, limit))
         )
         found: list[tuple[datetime, int, dict[str, Any]]] = []
+        self._playlist_of = {}
         for document in cursor:
             for position, item in enumerate(document.get("pending_events") or []):
                 if item["written_at"] <= cutoff:
                     found.append((item["written_at"], position, item["envelope"]))
+                    self._playlist_of[item["event_id"]] = document["_id"]
         # Oldest first; inside one playlist the array order (= the order of its changes).
         found.sort(key=lambda row: (row[0], row[1]))
         return [envelope for _, _, envelope in found[: max(1, limit)]]
 
     def mark_published(self, *, event_id: str) -> None:
-        document = collection().find_one_and_update(
-            {"pending_events.event_id": event_id},
-            {"$pull": {"pending_events": {"event_id": event_id}}},
-            projection={"deleted": 1, "pending_events.event_id": 1},
-            return_document=ReturnDocument.AFTER,
+        """``$pull`` the event from its playlist (found by ``_id``, known from ``pending()``),
+        then delete the playlist if it is a tombstone with nothing left to send."""
+        playlist_id = self._playlist_of.pop(event_id, None)
+        if playlist_id is None:
+            found = collection().find_one({"pending_events.event_id": event_id}, {"_id": 1})
+            if found is None:
+                return
+            playlist_id = found["_id"]
+        collection().update_one(
+            {"_id": playlist_id}, {"$pull": {"pending_events": {"event_id": event_id}}}
         )
-        if document and document.get("deleted") and not document.get("pending_events"):
-            # The filter re-checks: an event pushed meanwhile keeps the tombstone alive.
-            collection().delete_one(
-                {"_id": document["_id"], "deleted": True, "pending_events": {"$size": 0}}
-            )
+        # The filter re-checks: an event pushed meanwhile keeps the tombstone alive.
+        collection().delete_one(
+            {"_id": playlist_id, "deleted": True, "pending_events": {"$size": 0}}
+        )
 
     def stats(self) -> tuple[int, float | None]:
         """(pending events, unix time of the oldest one or None)."""
