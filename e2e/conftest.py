@@ -66,7 +66,10 @@ def platform():
         for name in databases.values():
             conn.execute(f'CREATE DATABASE "{name}"')
     base = pg.rsplit("/", 1)[0]
-    ports = {name: free_port() for name in (*manage_all.SERVICES, "flower", "analysis-worker")}
+    ports = {
+        name: free_port()
+        for name in (*manage_all.SERVICES, "flower", "analysis-worker", "playlist-relay")
+    }
     state = Path(os.environ["STATE_DIR"]) / f"e2e-{suffix}"
     overrides = {
         "STATE_DIR": str(state),
@@ -87,6 +90,7 @@ def platform():
         "GUNICORN_THREADS": "4",
         "FLOWER_PORT": str(ports["flower"]),
         "ANALYSIS_WORKER_METRICS_PORT": str(ports["analysis-worker"]),
+        "PLAYLIST_RELAY_METRICS_PORT": str(ports["playlist-relay"]),
         **{f"{name.upper()}_PORT": str(port) for name, port in ports.items() if "-" not in name},
     }
     state.mkdir(parents=True, exist_ok=True)

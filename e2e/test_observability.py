@@ -19,7 +19,7 @@ pytestmark = pytest.mark.e2e
 SCRAPED = {
     "django": ("gateway", "auth", "playlist", "analysis"),
     "gateway": ("gateway",),
-    "playlist": ("playlist",),
+    "playlist": ("playlist", "playlist-relay"),  # the relay publishes, and counts it
     "analysis": ("analysis", "analysis-worker"),
     "flower": ("flower",),
 }
@@ -62,6 +62,7 @@ def scrape(platform, program):
     url = {
         "flower": platform.url("flower", "/metrics"),
         "analysis-worker": f"http://127.0.0.1:{platform.ports['analysis-worker']}/metrics",
+        "playlist-relay": f"http://127.0.0.1:{platform.ports['playlist-relay']}/metrics",
     }.get(program) or platform.url(program, "/metrics")
     response = requests.get(url, timeout=10)
     assert response.status_code == 200, f"{program}: {response.status_code}"
