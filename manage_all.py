@@ -227,7 +227,7 @@ def local_servers(
             exports["REDIS_URL"] = server.url
             if not env.get("CELERY_BROKER_URL"):
                 # Celery's Redis transport: unacknowledged messages come back after a worker
-                # dies, which kombu's filesystem transport cannot do (README, "Broker").
+                # dies, which kombu's filesystem transport cannot (docs/local-servers.md, "Broker").
                 exports["CELERY_BROKER_URL"] = redis_db_url(server.url, 1)
         else:
             server = servers.mongodb(state, binaries, port=port)
