@@ -736,6 +736,8 @@ def cmd_up(_: argparse.Namespace) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _terminate)
+    # Ctrl-C too when started in the background of a script (which starts it with SIGINT ignored).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         if found:
             log("local servers: " + ", ".join(f"{s.name} {s.url}" for s in found))
