@@ -45,3 +45,16 @@ def server_url(kind: str) -> str:
 
 def run_id() -> str:
     return os.environ.get("TEST_RUN_ID", "local")
+
+
+def django_test_database_url() -> str:
+    """The URL of the test database pytest-django created, for processes a test starts."""
+    from urllib.parse import quote
+
+    from django.db import connection
+
+    db = connection.settings_dict
+    auth = quote(db["USER"] or "", safe="")
+    if db.get("PASSWORD"):
+        auth += ":" + quote(db["PASSWORD"], safe="")
+    return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"

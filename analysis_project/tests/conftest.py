@@ -15,20 +15,18 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import pytest
 import redis
 from celery import Celery
 from django.conf import settings
 from django.core.cache import cache
-from django.db import connection
 from kombu import Connection
 from rest_framework.test import APIClient
 
 from common import context
 from common.events import ANALYSIS_DLQ, ANALYSIS_QUEUE
-from common.testing import server_url
+from common.testing import django_test_database_url, server_url
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 REPO_ROOT = PROJECT_DIR.parent
@@ -163,15 +161,6 @@ def wait_for(predicate: Callable[[], Any], *, timeout: float, what: str) -> Any:
         time.sleep(0.1)
 
 
-def worker_database_url() -> str:
-    """The URL of the test database pytest-django created (worker processes use it too)."""
-    db = connection.settings_dict
-    auth = quote(db["USER"] or "", safe="")
-    if db.get("PASSWORD"):
-        auth += ":" + quote(db["PASSWORD"], safe="")
-    return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-
-
 class Worker:
     """One real ``celery -A analysis_project worker`` process group."""
 
@@ -267,7 +256,7 @@ def worker_env(transactional_db: None, tmp_path: Path) -> dict[str, str]:
     env.update(
         # A worker killed with SIGKILL cannot remove its metrics folder: keep it in tmp_path.
         ANALYSIS_WORKER_METRICS_DIR=str(tmp_path / "metrics"),
-        DATABASE_URL=worker_database_url(),
+        DATABASE_URL=django_test_database_url(),
         DB_CONN_MAX_AGE="0",
         PYTHONPATH=os.pathsep.join([str(PROJECT_DIR), str(REPO_ROOT)]),
         DJANGO_SETTINGS_MODULE="analysis_project.settings",

@@ -7,11 +7,9 @@ import hashlib
 import hmac
 import json
 from typing import Any
-from urllib.parse import quote
 
 import pytest
 from django.conf import settings
-from django.db import connection
 from rest_framework.test import APIClient
 
 from accounts import keys
@@ -24,15 +22,6 @@ REFRESH = "/api/auth/refresh"
 LOGOUT = "/api/auth/logout"
 ME = "/api/auth/me"
 JWKS = "/api/auth/.well-known/jwks.json"
-
-
-def database_url() -> str:
-    """The URL of the test database pytest-django created, for processes a test starts."""
-    db = connection.settings_dict
-    auth = quote(db["USER"] or "", safe="")
-    if db.get("PASSWORD"):
-        auth += ":" + quote(db["PASSWORD"], safe="")
-    return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
 @pytest.fixture

@@ -20,12 +20,12 @@ from kombu import Connection
 from accounts import outbox
 from accounts.models import OutboxEvent
 from accounts.outbox import OrmOutboxStore, build_relay, process_relay
-from accounts.tests.conftest import ME, database_url
+from accounts.tests.conftest import ME
 from accounts.tests.factories import PASSWORD
 from common import events
 from common.outbox import Relay
 from common.settings import celery_settings
-from common.testing import server_url
+from common.testing import django_test_database_url, server_url
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -233,7 +233,7 @@ def test_outbox_relay_process_stops_cleanly_on_sigterm(tmp_path, amqp_url):
     env = dict(os.environ)
     env.pop("TEST_DATABASE_NAME", None)
     env.update(
-        DATABASE_URL=database_url(),  # the test database, migrated by pytest-django
+        DATABASE_URL=django_test_database_url(),  # the test database, migrated by pytest-django
         STATE_DIR=str(tmp_path),
         CELERY_BROKER_URL=amqp_url,
         JWT_PRIVATE_KEY_FILE=str(tmp_path / "jwt" / "private.pem"),
