@@ -1,0 +1,283 @@
+"""Attacks against the running platform: each asserts its 4xx and proves nothing changed.
+
+Forged and broken tokens at the gateway, forged user contexts straight at each service's port,
+every playlist operation on another user's playlist, hostile bodies and headers. Rows of
+docs/security.md name these tests.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import time
+import uuid
+from pathlib import Path
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+
+from common import context
+
+pytestmark = pytest.mark.e2e
+
+
+def bearer(token):
+    return {"Authorization": f"Bearer {token}"}
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+@pytest.fixture
+def victim(platform, api, user):
+    """The user, with one playlist of their own; `state()` is what every attack must not move."""
+    made = api.post(
+        f"{platform.gateway}/api/playlists",
+        json={"name": "mine", "tracks": [{"title": "So What", "genre": "jazz"}]},
+        headers=bearer(user["token"]),
+        timeout=10,
+    )
+    assert made.status_code == 201
+    user["playlist"] = made.json()
+
+    def state():
+        listed = api.get(
+            f"{platform.gateway}/api/playlists", headers=bearer(user["token"]), timeout=10
+        ).json()
+        return [(p["id"], p["name"], len(p["tracks"])) for p in listed["results"]]
+
+    user["state"] = state
+    user["before"] = state()
+    return user
+
+
+@pytest.fixture
+def signing_key(platform):
+    """Auth's private key (this run's state folder) and its kid, to forge tokens that differ
+    from real ones in exactly one claim."""
+    pem = (Path(platform.env["STATE_DIR"]) / "jwt" / "private.pem").read_bytes()
+    return serialization.load_pem_private_key(pem, password=None)
+
+
+def forged_tokens(token, key):
+    header = jwt.get_unverified_header(token)
+    claims = jwt.decode(token, options={"verify_signature": False})
+    now = int(time.time())
+
+    def signed(**changes):
+        return jwt.encode(
+            {**claims, **changes, "jti": uuid.uuid4().hex},
+            key,
+            algorithm="RS256",
+            headers={"kid": header["kid"]},
+        )
+
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    payload = b64(json.dumps(claims).encode())
+    none_header = b64(json.dumps({"alg": "none", "typ": "JWT"}).encode())
+    hs_header = b64(json.dumps({"alg": "HS256", "typ": "JWT", "kid": header["kid"]}).encode())
+    import hashlib
+    import hmac
+
+    hs_signature = b64(hmac.new(public, f"{hs_header}.{payload}".encode(), hashlib.sha256).digest())
+    head, body, sig = token.split(".")
+    flipped = sig[:-2] + ("A" if sig[-2] != "A" else "B") + sig[-1]
+    return {
+        "malformed": "not.a.jwt",
+        "garbage": "x" * 300,
+        "bad signature": f"{head}.{body}.{flipped}",
+        "expired": signed(exp=now - 60, iat=now - 1000),
+        "not yet valid": signed(nbf=now + 3600),
+        "alg none": f"{none_header}.{payload}.",
+        "HS256 with the public key": f"{hs_header}.{payload}.{hs_signature}",
+        "wrong iss": signed(iss="someone-else"),
+        "wrong aud": signed(aud="another-audience"),
+        "refresh as access": signed(token_type="refresh"),
+        "unknown kid": jwt.encode(
+            {**claims, "jti": uuid.uuid4().hex}, key, algorithm="RS256", headers={"kid": "nope"}
+        ),
+    }
+
+
+def test_forged_and_broken_tokens_are_401_and_write_nothing(platform, api, victim, signing_key):
+    gw = platform.gateway
+    for name, token in forged_tokens(victim["token"], signing_key).items():
+        read = api.get(f"{gw}/api/playlists", headers=bearer(token), timeout=10)
+        assert read.status_code == 401, (name, read.status_code, read.text)
+        assert read.json()["code"], name
+        write = api.post(
+            f"{gw}/api/playlists", json={"name": f"by {name}"}, headers=bearer(token), timeout=10
+        )
+        assert write.status_code == 401, (name, write.status_code)
+    assert victim["state"]() == victim["before"]
+
+
+def test_a_revoked_token_is_401(platform, api, victim):
+    gw, auth = platform.gateway, bearer(victim["token"])
+    out = api.post(
+        f"{gw}/api/auth/logout", json={"refresh": victim["refresh"]}, headers=auth, timeout=10
+    )
+    assert out.status_code == 204
+    assert (
+        api.post(
+            f"{gw}/api/playlists", json={"name": "after logout"}, headers=auth, timeout=10
+        ).status_code
+        == 401
+    )
+    fresh = api.post(
+        f"{gw}/api/auth/login",
+        json={"username": victim["username"], "password": victim["password"]},
+        timeout=10,
+    ).json()["token"]
+    victim["token"] = fresh
+    assert victim["state"]() == victim["before"]
+
+
+@pytest.mark.parametrize("service", ["auth", "playlist", "analysis"])
+def test_forged_user_contexts_straight_to_a_service_are_401(platform, api, victim, service):
+    path = {"auth": "/api/auth/me", "playlist": "/api/playlists", "analysis": "/api/analysis"}
+    url = platform.url(service, path[service])
+    value = context.encode_user({"id": victim["id"], "username": victim["username"]})
+    genuine = context.sign(
+        {"id": victim["id"], "username": victim["username"]}, secret=os.environ["INTERNAL_SECRET"]
+    )
+    stale = context.sign(
+        {"id": victim["id"], "username": victim["username"]},
+        secret=os.environ["INTERNAL_SECRET"],
+        now=time.time() - 3600,
+    )
+    wrong_key = context.sign({"id": victim["id"]}, secret="not-the-internal-secret")
+    attempts = {
+        "no signature": {"X-User": value},
+        "bad signature": {"X-User": value, "X-User-Signature": "t=1,v1=00"},
+        "signed with another key": wrong_key,
+        "an hour old": stale,
+        "another user in a genuine signature": {
+            "X-User": context.encode_user({"id": "999999", "username": "x"}),
+            "X-User-Signature": genuine["X-User-Signature"],
+        },
+        "garbage": {"X-User": "{not json", "X-User-Signature": "garbage"},
+    }
+    for name, headers in attempts.items():
+        response = api.get(url, headers=headers, timeout=10)
+        assert response.status_code == 401, (service, name, response.status_code)
+    if service == "playlist":
+        posted = api.post(
+            url, json={"name": "forged"}, headers=attempts["bad signature"], timeout=10
+        )
+        assert posted.status_code == 401
+    assert victim["state"]() == victim["before"]
+
+
+def test_every_playlist_operation_on_another_users_playlist_is_404(platform, api, victim):
+    gw = platform.gateway
+    other = api.post(
+        f"{gw}/api/auth/register",
+        json={"username": f"e2e_{uuid.uuid4().hex[:10]}", "password": "another long password 9"},
+        timeout=10,
+    ).json()["token"]
+    target = f"{gw}/api/playlists/{victim['playlist']['id']}"
+    calls = [
+        ("get", target, None),
+        ("put", target, {"name": "taken", "tracks": []}),
+        ("patch", target, {"name": "taken"}),
+        ("delete", target, None),
+        ("post", f"{target}/plays", {"track": 0}),
+    ]
+    for method, url, body in calls:
+        response = getattr(api, method)(url, json=body, headers=bearer(other), timeout=10)
+        assert response.status_code == 404, (method, response.status_code)
+    assert victim["state"]() == victim["before"]
+    stats = api.get(f"{gw}/api/analysis", headers=bearer(victim["token"]), timeout=10).json()
+    assert stats["plays"] == 0
+
+
+def test_hostile_bodies_are_4xx_and_write_nothing(platform, api, victim):
+    gw, auth = platform.gateway, bearer(victim["token"])
+    json_headers = {**auth, "Content-Type": "application/json"}
+    target = f"{gw}/api/playlists/{victim['playlist']['id']}"
+    bodies = {
+        "operator in a field": ({"name": {"$gt": ""}}, 400),
+        "operator as a key": ({"$set": {"owner_id": "1"}, "name": "x"}, None),
+        "wrong type": ({"name": ["a", "b"]}, 400),
+        "tracks not a list": ({"name": "x", "tracks": "everything"}, 400),
+        "10,000 tracks": ({"name": "x", "tracks": [{"title": "t"}] * 10_000}, 400),
+    }
+    for name, (body, expected) in bodies.items():
+        response = api.post(f"{gw}/api/playlists", json=body, headers=auth, timeout=10)
+        if expected is None:  # unknown keys are ignored: the owner never comes from the body
+            assert response.status_code in (201, 400), name
+            if response.status_code == 201:
+                assert response.json()["name"] == "x"
+                api.delete(f"{gw}/api/playlists/{response.json()['id']}", headers=auth, timeout=10)
+            continue
+        assert response.status_code == expected, (name, response.status_code, response.text[:200])
+    raw = {
+        "invalid UTF-8": b'{"name": "\xff\xfe"}',
+        "not JSON": b"{name: 1",
+        "huge number": b'{"track": 1' + b"0" * 5000 + b"}",
+        "huge float": b'{"track": 1e999999}',
+    }
+    for name, data in raw.items():
+        url = f"{target}/plays" if "number" in name or "float" in name else f"{gw}/api/playlists"
+        response = api.post(url, data=data, headers=json_headers, timeout=10)
+        assert 400 <= response.status_code < 500, (name, response.status_code)
+    huge = api.post(
+        f"{gw}/api/playlists",
+        data=b'{"name": "' + b"a" * (10 * 1024 * 1024) + b'"}',
+        headers={**json_headers, "Connection": "close"},
+        timeout=30,
+    )
+    assert huge.status_code == 413
+    assert victim["state"]() == victim["before"]
+    stats = api.get(f"{gw}/api/analysis", headers=auth, timeout=10).json()
+    assert stats["plays"] == 0
+
+
+def raw_request(port: int, head: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(head)
+        chunks = []
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def test_oversized_and_odd_headers_are_refused_or_neutralised(platform, api, victim):
+    port = platform.ports["gateway"]
+    huge = raw_request(
+        port,
+        b"GET /api/playlists HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: "
+        + b"a" * 20_000
+        + b"\r\nConnection: close\r\n\r\n",
+    )
+    assert huge.split(b"\r\n", 1)[0].split()[1] in (b"400", b"431"), huge[:200]
+    # A request id that is not a short token is replaced, never echoed into the answer.
+    for bad in ("<script>alert(1)</script>", "a" * 500, "id\twith\ttabs"):
+        response = api.get(
+            f"{platform.gateway}/api/playlists",
+            headers={**bearer(victim["token"]), "X-Request-ID": bad},
+            timeout=10,
+        )
+        assert response.status_code == 200
+        assert response.headers["X-Request-ID"] != bad
+    # A header line split with a bare LF cannot smuggle a second header into the answer.
+    smuggled = raw_request(
+        port,
+        b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Request-ID: abc\nSet-Cookie: x=1"
+        b"\r\nConnection: close\r\n\r\n",
+    )
+    assert b"set-cookie: x=1" not in smuggled.lower()
+    assert victim["state"]() == victim["before"]
