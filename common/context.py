@@ -89,18 +89,30 @@ def verify(
     max_age: int = MAX_AGE_SECONDS,
     now: float | None = None,
 ) -> dict[str, Any]:
-    """Return the user dict carried by valid headers; raise ContextError otherwise."""
+    """Return the user dict carried by valid headers; raise ContextError otherwise.
+
+    Whatever a client sends (non-ASCII or binary text, empty or huge values, non-strings)
+    ends in ContextError, never another exception: a forged header is a 401, not a 500.
+    """
     if not value or not signature:
         raise ContextError(ERROR_MISSING)
+    if not isinstance(value, str) or not isinstance(signature, str):
+        raise ContextError(ERROR_MALFORMED)
     if len(value) > MAX_HEADER_LENGTH or len(signature) > MAX_HEADER_LENGTH:
+        raise ContextError(ERROR_MALFORMED)
+    # The gateway sends ASCII only (encode_user); compare_digest raises TypeError on a
+    # non-ASCII str, so anything else is refused before it gets there.
+    if not value.isascii() or not signature.isascii():
         raise ContextError(ERROR_MALFORMED)
     try:
         parts = dict(item.split("=", 1) for item in signature.split(","))
+        if not parts["t"].isdigit():  # int() would also take "+1", " 1 " or "1_0"
+            raise ValueError(parts["t"])
         timestamp = int(parts["t"])
         given = parts["v1"]
     except (KeyError, ValueError) as exc:
         raise ContextError(ERROR_MALFORMED) from exc
-    if not hmac.compare_digest(_digest(secret, timestamp, value), given):
+    if not hmac.compare_digest(_digest(secret, timestamp, value).encode(), given.encode()):
         raise ContextError(ERROR_BAD_SIGNATURE)
     current = time.time() if now is None else now
     if current - timestamp > max_age or timestamp - current > CLOCK_SKEW_SECONDS:
