@@ -24,7 +24,12 @@ from accounts.serializers import (
     UserSerializer,
     ValidationErrorSerializer,
 )
-from accounts.throttling import LoginIPThrottle, LoginUsernameThrottle, RegisterIPThrottle
+from accounts.throttling import (
+    LoginIPThrottle,
+    RegisterIPThrottle,
+    client_address,
+    login_failure_guard,
+)
 
 TAGS = ["auth"]
 BAD_REQUEST = OpenApiResponse(ValidationErrorSerializer, "Invalid input (fields named).")
@@ -97,9 +102,13 @@ class RegisterView(PublicAPIView):
 
 
 class LoginView(PublicAPIView):
-    """POST /api/auth/login: a token pair for valid credentials (throttled per IP and name)."""
+    """POST /api/auth/login: a token pair for valid credentials.
 
-    throttle_classes = [LoginIPThrottle, LoginUsernameThrottle]
+    Throttled per client IP (every attempt), and per username + address and per username
+    (failed attempts only): see ``accounts.throttling``.
+    """
+
+    throttle_classes = [LoginIPThrottle]
 
     @extend_schema(
         tags=TAGS,
@@ -118,7 +127,10 @@ class LoginView(PublicAPIView):
     def post(self, request: Request) -> Response:
         serializer = LoginSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        pair = services.user_login(**serializer.validated_data)
+        with login_failure_guard(
+            username=serializer.validated_data["username"], address=client_address(request)
+        ):
+            pair = services.user_login(**serializer.validated_data)
         return Response(TokenPairSerializer(pair).data)
 
 

@@ -80,11 +80,15 @@ SIMPLE_JWT = {
 
 # --------------------------------------------------------------------------- throttling
 # Client IP: the last X-Forwarded-For entry, the one the gateway appended (NUM_PROXIES hops).
+# login_ip counts every login attempt of an address; login_username_ip counts failed logins of
+# one username from one address (tight: it only locks out that address); login_username counts
+# failed logins of one username from all addresses (looser: slows distributed guessing).
 REST_FRAMEWORK = {
     **_base["REST_FRAMEWORK"],
     "NUM_PROXIES": env_int("NUM_PROXIES", 1),
     "DEFAULT_THROTTLE_RATES": {
-        "login_username": env_str("LOGIN_THROTTLE_RATE_USERNAME", "5/min"),
+        "login_username_ip": env_str("LOGIN_THROTTLE_RATE_USERNAME_IP", "5/min"),
+        "login_username": env_str("LOGIN_THROTTLE_RATE_USERNAME", "20/min"),
         "login_ip": env_str("LOGIN_THROTTLE_RATE_IP", "30/min"),
         "register_ip": env_str("REGISTER_THROTTLE_RATE_IP", "10/min"),
     },
