@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+from types import TracebackType
 from typing import Any
 
 from django.http import HttpRequest, JsonResponse
 from rest_framework import exceptions, status
+from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -13,6 +16,9 @@ VALIDATION_DETAIL = "Invalid input."
 NOT_FOUND_DETAIL = "Not found."
 SERVER_ERROR_DETAIL = "Internal server error."
 PAYLOAD_TOO_LARGE_DETAIL = "Request body too large."
+MALFORMED_BODY_DETAIL = "Malformed request body."
+
+logger = logging.getLogger(__name__)
 
 
 class PayloadTooLarge(exceptions.APIException):
@@ -72,8 +78,31 @@ def error_body(exc: exceptions.APIException) -> dict[str, Any]:
     return {"detail": str(detail), "code": _first_code(exc.get_codes())}
 
 
+_PARSE_CODE = getattr(Request, "_parse").__code__  # noqa: B009  (private: not in the stubs)
+
+
+def raised_while_parsing(exc: BaseException) -> bool:
+    """True when ``exc`` escaped from DRF parsing the request body (``Request._parse``)."""
+    tb: TracebackType | None = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code is _PARSE_CODE:
+            return True
+        tb = tb.tb_next
+    return False
+
+
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
-    """DRF ``EXCEPTION_HANDLER``: DRF's own handling, then the common JSON shape."""
+    """DRF ``EXCEPTION_HANDLER``: DRF's own handling, then the common JSON shape.
+
+    Last resort for client input: any exception a parser lets escape while reading the body
+    (``RecursionError``, ``UnicodeDecodeError``, ...) is the client's malformed body, a 400,
+    never a 500. Exceptions raised anywhere else stay server errors.
+    """
+    if not isinstance(exc, exceptions.APIException) and raised_while_parsing(exc):
+        logger.warning(
+            "request body broke the parser: %s", type(exc).__name__, extra={"error": str(exc)[:200]}
+        )
+        exc = exceptions.ParseError(MALFORMED_BODY_DETAIL)
     response = drf_exception_handler(exc, context)
     if response is None:
         return None

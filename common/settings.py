@@ -251,6 +251,8 @@ def defaults(*, service: str, base_dir: Path, project: str, orm: bool = True) ->
         "WHITENOISE_USE_FINDERS": True,
         "WHITENOISE_AUTOREFRESH": False,
         "DATA_UPLOAD_MAX_MEMORY_SIZE": env_int("MAX_BODY_BYTES", 1024 * 1024),
+        # Deepest JSON nesting a request body may have (common/parsers.py).
+        "JSON_MAX_DEPTH": env_int("JSON_MAX_DEPTH", 32),
         "APPEND_SLASH": False,
         # Services behind the gateway build absolute links (pagination, the browsable API) for
         # the host and scheme the client used, which the gateway forwards; the gateway itself
@@ -267,7 +269,8 @@ def defaults(*, service: str, base_dir: Path, project: str, orm: bool = True) ->
                 "rest_framework.renderers.BrowsableAPIRenderer",
             ],
             "DEFAULT_PARSER_CLASSES": [
-                "rest_framework.parsers.JSONParser",
+                # DRF's JSONParser with a nesting limit: a deep body is a 400, not a 500.
+                "common.parsers.DepthLimitedJSONParser",
                 "rest_framework.parsers.FormParser",
                 "rest_framework.parsers.MultiPartParser",
             ],
