@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
+from uuid import UUID
 
 from django.contrib.auth import authenticate, get_user_model, password_validation
 from django.contrib.auth.models import User
@@ -12,7 +14,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 from rest_framework.exceptions import ValidationError
-from rest_framework_simplejwt.exceptions import TokenBackendError, TokenError
+from rest_framework_simplejwt.exceptions import TokenBackendError
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 from rest_framework_simplejwt.utils import datetime_from_epoch
 
@@ -29,7 +31,7 @@ from accounts.exceptions import (
 )
 from accounts.models import OutboxEvent
 from accounts.selectors import user_get, username_taken
-from accounts.tokens import RefreshToken, token_backend
+from accounts.tokens import RefreshToken, family_of, token_backend
 from common.events import USER_DELETED, make_envelope
 
 logger = logging.getLogger(__name__)
@@ -44,8 +46,8 @@ class TokenPair:
     user: User
 
 
-def _pair_for(user: User) -> TokenPair:
-    refresh = RefreshToken.for_user(user)
+def _pair_for(user: User, *, family: UUID | None = None) -> TokenPair:
+    refresh = RefreshToken.for_user(user, family=family)
     return TokenPair(access=str(refresh.access_token), refresh=str(refresh), user=user)
 
 
@@ -95,38 +97,63 @@ def user_login(*, username: str, password: str) -> TokenPair:
     return pair
 
 
-def _decode_refresh(raw: str) -> RefreshToken:
+def _verified_refresh(raw: str) -> dict[str, Any]:
+    """The claims of a refresh token with a valid signature, unexpired (blacklisted or not)."""
     try:
-        return RefreshToken(raw)  # type: ignore[arg-type]
-    except TokenError as exc:
+        payload = token_backend().decode(raw)  # signature, exp, iss, aud, required claims
+    except TokenBackendError as exc:  # includes TokenBackendExpiredToken
         raise InvalidRefreshToken() from exc
+    if payload["token_type"] != RefreshToken.token_type:
+        raise InvalidRefreshToken()
+    return payload
+
+
+def refresh_family_revoke(*, family: UUID) -> int:
+    """Blacklist every refresh token of one rotation chain not yet blacklisted; how many were."""
+    pending = OutstandingToken.objects.filter(
+        rotation__family=family, blacklistedtoken__isnull=True, expires_at__gt=timezone.now()
+    )
+    rows = [BlacklistedToken(token=token) for token in pending]
+    BlacklistedToken.objects.bulk_create(rows, ignore_conflicts=True)
+    return len(rows)
 
 
 def token_refresh(*, refresh: str) -> TokenPair:
-    """Rotate: the given refresh token is used up, a new pair is issued.
+    """Rotate: the given refresh token is used up, a new pair of the same family is issued.
 
     Single use even under concurrency: blacklisting is a unique insert, so of two requests
-    with the same token only one gets a new pair.
+    with the same token only one gets a new pair. A token presented again after it was used
+    (or revoked) is taken as stolen: every token of its family is revoked, so whoever holds
+    the newest one (the thief or the user) has to sign in again (OAuth 2.0 Security BCP,
+    refresh token rotation). A client that sends the same refresh twice at once loses its
+    session the same way.
     """
-    token = _decode_refresh(refresh)  # signature, exp, iss, aud, type, blacklist
+    payload = _verified_refresh(refresh)
+    family = family_of(payload)
     try:
-        user = user_get(user_id=token["user_id"])
+        user = user_get(user_id=payload["user_id"])
     except UserGone as exc:  # deleted or deactivated since the token was issued
         raise InvalidRefreshToken() from exc
     with transaction.atomic():
         outstanding, _ = OutstandingToken.objects.get_or_create(
-            jti=token["jti"],
+            jti=payload["jti"],
             defaults={
                 "user": user,
                 "token": refresh,
                 "created_at": timezone.now(),
-                "expires_at": datetime_from_epoch(token["exp"]),
+                "expires_at": datetime_from_epoch(payload["exp"]),
             },
         )
         _, created = BlacklistedToken.objects.get_or_create(token=outstanding)
-        if not created:
-            raise InvalidRefreshToken()
-        pair = _pair_for(user)
+        if created:
+            pair = _pair_for(user, family=family)
+    if not created:
+        revoked = refresh_family_revoke(family=family) if family else 0
+        logger.warning(
+            "refresh token reused: its family is revoked",
+            extra={"user_id": str(user.pk), "refresh_tokens_revoked": revoked},
+        )
+        raise InvalidRefreshToken()
     logger.info("token refreshed", extra={"user_id": str(user.pk)})
     return pair
 

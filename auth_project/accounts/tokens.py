@@ -2,12 +2,14 @@
 
 Claims (what the gateway checks): ``user_id`` (string), ``username``, ``token_type``
 ("access" / "refresh"), ``jti``, ``exp``, ``iat``, ``iss``, ``aud``; header ``alg`` RS256, ``kid``.
+Refresh tokens also carry ``fam``, the id of their rotation chain (never copied into access tokens).
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
 from typing import Any
+from uuid import UUID, uuid4
 
 import jwt
 from django.conf import settings
@@ -19,8 +21,20 @@ from rest_framework_simplejwt.token_blacklist.models import OutstandingToken
 from rest_framework_simplejwt.utils import datetime_from_epoch
 
 from accounts import keys
+from accounts.models import RefreshTokenFamily
 
 REQUIRED_CLAIMS = ["exp", "iat", "jti", "iss", "aud", "token_type", "user_id"]
+FAMILY_CLAIM = "fam"
+
+
+def family_of(payload: dict[str, Any]) -> UUID | None:
+    """The rotation family of a verified refresh payload (a token from before families: its jti)."""
+    for value in (payload.get(FAMILY_CLAIM), payload.get("jti")):
+        try:
+            return UUID(str(value))
+        except ValueError:
+            continue
+    return None
 
 
 class KeyedTokenBackend(TokenBackend):
@@ -85,17 +99,22 @@ class RefreshToken(_KeyedToken, simplejwt_tokens.RefreshToken):
     """Long-lived, single use (rotated on refresh), listed as outstanding so it can be revoked."""
 
     access_token_class = AccessToken
+    no_copy_claims = (*simplejwt_tokens.RefreshToken.no_copy_claims, FAMILY_CLAIM)
 
     @classmethod
-    def for_user(cls, user: User) -> RefreshToken:  # type: ignore[override]
+    def for_user(cls, user: User, *, family: UUID | None = None) -> RefreshToken:  # type: ignore[override]
+        """A new refresh token of ``family`` (a new family when None), listed as outstanding."""
         token = cls()
         token["user_id"] = str(user.pk)
         token["username"] = user.get_username()
-        OutstandingToken.objects.create(
+        family = family or uuid4()
+        token[FAMILY_CLAIM] = str(family)
+        outstanding = OutstandingToken.objects.create(
             user=user,
             jti=token["jti"],
             token=str(token),
             created_at=token.current_time,
             expires_at=datetime_from_epoch(token["exp"]),
         )
+        RefreshTokenFamily.objects.create(token=outstanding, family=family)
         return token

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+from uuid import UUID
 
 import jwt
 import pytest
@@ -14,7 +15,9 @@ from jwt import PyJWKSet
 
 from accounts import keys
 from accounts.exceptions import ERROR_INVALID_REFRESH
+from accounts.models import RefreshTokenFamily
 from accounts.tests.conftest import JWKS, REFRESH, b64, forge, hs256_with_public_key, login
+from accounts.tokens import RefreshToken
 
 pytestmark = pytest.mark.django_db
 
@@ -54,10 +57,46 @@ def test_refresh_rotates_and_the_old_token_is_refused(api, user):
     assert access["user_id"] == str(user.pk)
     assert access["username"] == user.username
     assert claims_of(body["refresh"])["jti"] != claims_of(first["refresh"])["jti"]
-    assert_refused(refresh(api, first["refresh"]))  # used up
     again = refresh(api, body["refresh"])  # the new one works, once
     assert again.status_code == 200
     assert_refused(refresh(api, body["refresh"]))
+
+
+def test_reusing_a_rotated_refresh_token_revokes_the_whole_chain(api, user):
+    """login -> R1; refresh R1 -> R2; R1 again -> 401, and R2 no longer works either."""
+    first = login(api, user.username)["refresh"]
+    second_pair = refresh(api, first).json()
+    second = second_pair["refresh"]
+    third = refresh(api, second).json()["refresh"]
+    assert claims_of(first)["fam"] == claims_of(second)["fam"] == claims_of(third)["fam"]
+    assert "fam" not in claims_of(second_pair["token"])  # access tokens do not carry it
+    assert_refused(refresh(api, first))  # the replay, by a thief or by the user
+    assert_refused(refresh(api, third))  # the newest of the chain is gone too
+    assert_refused(refresh(api, second))
+    family = RefreshTokenFamily.objects.filter(family=claims_of(first)["fam"])
+    assert family.count() == 3
+    assert not family.filter(token__blacklistedtoken__isnull=True).exists()
+
+
+def test_a_reuse_revokes_only_its_own_chain(api, user):
+    laptop = login(api, user.username)["refresh"]
+    phone = login(api, user.username)["refresh"]
+    assert claims_of(laptop)["fam"] != claims_of(phone)["fam"]
+    laptop_next = refresh(api, laptop).json()["refresh"]
+    assert_refused(refresh(api, laptop))
+    assert_refused(refresh(api, laptop_next))
+    assert refresh(api, phone).status_code == 200  # the other session lives on
+
+
+def test_a_refresh_token_from_before_families_starts_its_own(api, user):
+    """A token without ``fam`` (issued before this change): its jti names its chain."""
+    legacy = RefreshToken.for_user(user)
+    del legacy["fam"]
+    token = str(legacy)
+    successor = refresh(api, token).json()["refresh"]
+    assert claims_of(successor)["fam"] == str(UUID(claims_of(token)["jti"]))
+    assert_refused(refresh(api, token))
+    assert_refused(refresh(api, successor))
 
 
 def test_refresh_with_an_access_token_is_refused(api, user):
@@ -204,3 +243,8 @@ def test_a_refresh_token_rotates_once_even_under_concurrent_use(user):
     for thread in threads:
         thread.join(30)
     assert sorted(statuses) == [200, 401, 401, 401]
+    # The losers presented a used token: the whole chain, the winner's new token too, is revoked.
+    family = claims_of(token)["fam"]
+    assert not RefreshTokenFamily.objects.filter(
+        family=family, token__blacklistedtoken__isnull=True
+    ).exists()
