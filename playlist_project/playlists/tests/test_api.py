@@ -146,12 +146,20 @@ def test_play_records_the_track(alice, make_playlist):
     }
 
 
-@pytest.mark.parametrize("body", [{"track": 2}, {"track": 99999999999999999999}])
+@pytest.mark.parametrize("body", [{"track": 2}, {"track": 2**62}])
 def test_play_out_of_range_names_track(alice, make_playlist, body):
     created = make_playlist()
     response = alice.post(f"/api/playlists/{created['id']}/plays", body)
     assert response.status_code == 400
     assert response.json()["errors"]["track"] == [TRACK_OUT_OF_RANGE]
+    assert len(pending_envelopes()) == 1
+
+
+def test_play_index_beyond_64_bits_is_a_parse_error(alice, make_playlist):
+    created = make_playlist()
+    response = alice.post(f"/api/playlists/{created['id']}/plays", {"track": 99999999999999999999})
+    assert response.status_code == 400
+    assert response.json()["code"] == "parse_error"
     assert len(pending_envelopes()) == 1
 
 

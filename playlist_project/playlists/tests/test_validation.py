@@ -41,7 +41,7 @@ def nothing_written() -> bool:
         ({"name": "ok", "tracks": [{"title": "t", "genre": {"$ne": 1}}]}, "tracks"),
         ({"name": "ok", "tracks": [{"title": "t", "duration_ms": -1}]}, "tracks"),
         ({"name": "ok", "tracks": [{"title": "t", "duration_ms": "long"}]}, "tracks"),
-        ({"name": "ok", "tracks": [{"title": "t", "duration_ms": 2**70}]}, "tracks"),
+        ({"name": "ok", "tracks": [{"title": "t", "duration_ms": 2**40}]}, "tracks"),
         ({"name": "ok", "tracks": [{"title": "t", "duration_ms": True}]}, "tracks"),
         # Found by schemathesis: numbers were taken as strings and strings as integers.
         ({"name": 0}, "name"),
@@ -58,6 +58,16 @@ def test_bad_create_bodies(alice, body, field):
     payload = response.json()
     assert payload["code"] == "invalid"
     assert field in payload["errors"]
+    assert nothing_written()
+
+
+def test_integer_beyond_64_bits_is_a_parse_error(alice):
+    # common.parsers refuses such a number while parsing (before any field sees it).
+    response = alice.post(
+        "/api/playlists", {"name": "ok", "tracks": [{"title": "t", "duration_ms": 2**70}]}
+    )
+    assert response.status_code == 400
+    assert response.json()["code"] == "parse_error"
     assert nothing_written()
 
 
