@@ -3,6 +3,14 @@
 Only this service holds the private key; everyone else verifies with the public key it
 publishes as a JWKS. The ``kid`` is the RFC 7638 thumbprint of the public key unless
 JWT_KEY_ID names one, so a new key pair gets a new ``kid`` and verifiers refetch the JWKS.
+
+Rotation (``manage.py rotate_jwt_key``, key file only): a new key replaces the file and signs
+from then on; the old key's public half is kept beside it (``<stem>.previous-public.pem``) and
+stays in the JWKS, and keeps verifying tokens here, until it is withdrawn
+(``rotate_jwt_key --withdraw-previous``) or ``JWT_PREVIOUS_KEY_GRACE_SECONDS`` have passed since
+the rotation (the file's modification time). With the key in JWT_PRIVATE_KEY, the previous public
+key is JWT_PREVIOUS_PUBLIC_KEY (listed while set). Every process notices a rotation at its next
+token: the key file is looked at (one ``stat``) on each use.
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -34,6 +43,15 @@ class SigningKey:
     """A private key with what is derived from it: public PEM, kid, public JWK."""
 
     private_pem: str
+    public_pem: str
+    kid: str
+    jwk: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class VerifyingKey:
+    """A public key that verifies tokens: PEM, kid, public JWK."""
+
     public_pem: str
     kid: str
     jwk: dict[str, Any]
@@ -99,8 +117,14 @@ def build(private_pem: str, key_id: str = "") -> SigningKey:
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     ).decode()
     kid = key_id or thumbprint(public)
+    return SigningKey(
+        private_pem=private_pem, public_pem=public_pem, kid=kid, jwk=_jwk(public, kid)
+    )
+
+
+def _jwk(public: rsa.RSAPublicKey, kid: str) -> dict[str, Any]:
     numbers = public.public_numbers()
-    jwk = {
+    return {
         "kty": "RSA",
         "use": "sig",
         "alg": ALGORITHM,
@@ -108,7 +132,20 @@ def build(private_pem: str, key_id: str = "") -> SigningKey:
         "n": _b64url_uint(numbers.n),
         "e": _b64url_uint(numbers.e),
     }
-    return SigningKey(private_pem=private_pem, public_pem=public_pem, kid=kid, jwk=jwk)
+
+
+def build_public(public_pem: str) -> VerifyingKey:
+    """Parse a PEM RSA public key (kid: its thumbprint); ImproperlyConfigured if unusable."""
+    try:
+        public = serialization.load_pem_public_key(public_pem.encode())
+    except (ValueError, TypeError) as exc:
+        raise ImproperlyConfigured(
+            f"The previous JWT public key (JWT_PREVIOUS_PUBLIC_KEY or its file) is not PEM: {exc}"
+        ) from exc
+    if not isinstance(public, rsa.RSAPublicKey):
+        raise ImproperlyConfigured("The previous JWT public key must be an RSA key (RS256).")
+    kid = thumbprint(public)
+    return VerifyingKey(public_pem=public_pem, kid=kid, jwk=_jwk(public, kid))
 
 
 def ensure_key_file(path: Path) -> bool:
@@ -123,8 +160,40 @@ def ensure_key_file(path: Path) -> bool:
     return True
 
 
+def replace_file(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` (mode 600), replacing it atomically: readers see old or new."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def previous_key_path(path: Path) -> Path:
+    """Where the public half of the key before ``path``'s current one is kept during a rotation."""
+    return path.with_name(f"{path.stem}.previous-public.pem")
+
+
+def _version(path: str) -> tuple[int, int, int] | None:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_ino, info.st_mtime_ns, info.st_size
+
+
 @lru_cache(maxsize=8)
-def _load(pem: str, path: str, key_id: str, debug: bool) -> SigningKey:
+def _load(
+    pem: str, path: str, key_id: str, debug: bool, version: tuple[int, int, int] | None = None
+) -> SigningKey:
+    # ``version`` (inode, mtime, size of the file) only makes a rotated file a new cache entry.
     if pem:
         return build(pem, key_id)
     file = Path(path)
@@ -142,11 +211,90 @@ def _load(pem: str, path: str, key_id: str, debug: bool) -> SigningKey:
 
 def signing_key() -> SigningKey:
     """The configured key (cached per configuration, so settings overrides take effect)."""
-    return _load(
-        settings.JWT_PRIVATE_KEY, settings.JWT_PRIVATE_KEY_FILE, settings.JWT_KEY_ID, settings.DEBUG
-    )
+    pem, path = settings.JWT_PRIVATE_KEY, settings.JWT_PRIVATE_KEY_FILE
+    version = None if pem else _version(path)
+    return _load(pem, path, settings.JWT_KEY_ID, settings.DEBUG, version)
+
+
+@lru_cache(maxsize=8)
+def _load_public(pem: str) -> VerifyingKey:
+    return build_public(pem)
+
+
+def previous_key() -> VerifyingKey | None:
+    """The key before the current one, while a rotation is in progress (see the module doc)."""
+    if settings.JWT_PRIVATE_KEY:
+        pem = getattr(settings, "JWT_PREVIOUS_PUBLIC_KEY", "")
+        previous = _load_public(pem) if pem else None
+    else:
+        path = previous_key_path(Path(settings.JWT_PRIVATE_KEY_FILE))
+        try:
+            rotated_at = path.stat().st_mtime
+            grace = float(getattr(settings, "JWT_PREVIOUS_KEY_GRACE_SECONDS", 0))
+            if grace > 0 and time.time() - rotated_at > grace:
+                return None  # withdrawn by the passing of time
+            previous = _load_public(path.read_text())
+        except FileNotFoundError:
+            return None
+    if previous is None or previous.kid == signing_key().kid:
+        return None
+    return previous
+
+
+def verifying_keys() -> dict[str, str]:
+    """Public PEM by kid of every key whose tokens are accepted: the current and the previous."""
+    current = signing_key()
+    found = {current.kid: current.public_pem}
+    previous = previous_key()
+    if previous is not None:
+        found[previous.kid] = previous.public_pem
+    return found
 
 
 def jwks() -> dict[str, Any]:
-    """The public JWK Set verifiers fetch."""
-    return {"keys": [signing_key().jwk]}
+    """The public JWK Set verifiers fetch: the current key, then the previous one if any."""
+    current = signing_key()
+    previous = previous_key()
+    return {"keys": [current.jwk] + ([previous.jwk] if previous is not None else [])}
+
+
+@dataclass(frozen=True)
+class Rotation:
+    """What ``rotate_key_file`` did."""
+
+    previous_kid: str
+    current_kid: str
+    dropped_kid: str | None
+
+
+def rotate_key_file(path: Path) -> Rotation:
+    """A new key in ``path``; the old one's public half becomes the previous key.
+
+    The previous file is written before the key file is replaced, so at no moment is a token
+    signed with the old key unverifiable. A previous key still listed is dropped (only one).
+    """
+    old = build(path.read_text())
+    previous_path = previous_key_path(path)
+    dropped = None
+    if previous_path.exists():
+        dropped = build_public(previous_path.read_text()).kid
+    replace_file(previous_path, old.public_pem)
+    replace_file(path, generate_private_pem())
+    new = build(path.read_text())
+    logger.warning(
+        "JWT signing key rotated",
+        extra={"previous_kid": old.kid, "current_kid": new.kid, "dropped_kid": dropped},
+    )
+    return Rotation(previous_kid=old.kid, current_kid=new.kid, dropped_kid=dropped)
+
+
+def withdraw_previous_key(path: Path) -> str | None:
+    """Stop listing and accepting the previous key of ``path``; its kid, or None if none."""
+    previous_path = previous_key_path(path)
+    try:
+        kid = build_public(previous_path.read_text()).kid
+    except FileNotFoundError:
+        return None
+    previous_path.unlink(missing_ok=True)
+    logger.warning("previous JWT signing key withdrawn", extra={"withdrawn_kid": kid})
+    return kid

@@ -12,6 +12,7 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import jwt
+from cryptography.hazmat.primitives import serialization
 from django.conf import settings
 from django.contrib.auth.models import User
 from rest_framework_simplejwt import tokens as simplejwt_tokens
@@ -58,12 +59,25 @@ class KeyedTokenBackend(TokenBackend):
         )
 
     def decode(self, token: Any, verify: bool = True) -> dict[str, Any]:
+        """Verify with the key the header's ``kid`` names: the current or, during a rotation,
+        the previous one (a token without ``kid`` is checked against the current key)."""
         if not verify:
             raise TokenBackendError("tokens are always verified here")
         try:
+            kid = jwt.get_unverified_header(token).get("kid")
+        except jwt.InvalidTokenError as exc:
+            raise TokenBackendError("Token is invalid") from exc
+        if kid is None:
+            verifying_key = self.prepared_verifying_key
+        else:
+            pem = keys.verifying_keys().get(kid) if isinstance(kid, str) else None
+            if pem is None:
+                raise TokenBackendError("Token is invalid")  # unknown or withdrawn key
+            verifying_key = _public_key(pem)
+        try:
             return jwt.decode(
                 token,
-                self.prepared_verifying_key,
+                verifying_key,
                 algorithms=[self.algorithm],  # never "none", never HS* with the public key
                 audience=self.audience,
                 issuer=self.issuer,
@@ -73,6 +87,11 @@ class KeyedTokenBackend(TokenBackend):
             raise TokenBackendExpiredToken("Token is expired") from exc
         except jwt.InvalidTokenError as exc:
             raise TokenBackendError("Token is invalid") from exc
+
+
+@lru_cache(maxsize=8)
+def _public_key(pem: str) -> Any:
+    return serialization.load_pem_public_key(pem.encode())
 
 
 @lru_cache(maxsize=8)

@@ -58,6 +58,14 @@ JWT_AUDIENCE = env_str("JWT_AUDIENCE", "musicstream")
 JWT_ACCESS_LIFETIME_SECONDS = env_int("JWT_ACCESS_LIFETIME_SECONDS", 900)
 JWT_REFRESH_LIFETIME_SECONDS = env_int("JWT_REFRESH_LIFETIME_SECONDS", 604800)
 JWKS_MAX_AGE_SECONDS = env_int("JWKS_MAX_AGE_SECONDS", 300)
+# Key rotation (`manage.py rotate_jwt_key`): the previous key stays in the JWKS and verifies
+# tokens until withdrawn or until this long after the rotation (default: a refresh token's
+# lifetime, so a rotation logs nobody out; 0 = until withdrawn). With JWT_PRIVATE_KEY, the
+# previous key is JWT_PREVIOUS_PUBLIC_KEY (PEM), listed while set.
+JWT_PREVIOUS_KEY_GRACE_SECONDS = env_int(
+    "JWT_PREVIOUS_KEY_GRACE_SECONDS", JWT_REFRESH_LIFETIME_SECONDS
+)
+JWT_PREVIOUS_PUBLIC_KEY = env("JWT_PREVIOUS_PUBLIC_KEY") or ""
 
 SIMPLE_JWT = {
     "ACCESS_TOKEN_LIFETIME": timedelta(seconds=JWT_ACCESS_LIFETIME_SECONDS),
