@@ -90,7 +90,9 @@ def parse_rate(rate: str) -> tuple[int, int]:
 
 
 def _digest(*parts: str) -> str:
-    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:32]
+    # "failures:" keeps these keys apart from the request histories DRF's throttles kept under
+    # the same scope names before (a counter must never find a list there).
+    return hashlib.sha256("\x00".join(("failures:", *parts)).encode()).hexdigest()[:32]
 
 
 def normalise_username(username: str) -> str:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import http.client
+import json
 import time
 from unittest.mock import ANY
+from urllib.parse import urlsplit
 
 import pytest
 from django.core.cache import cache
@@ -228,3 +231,40 @@ def test_throttle_counts_live_in_redis(api, user):
         assert len(cache.keys("throttle_login_username_*")) == 2
         assert cache.ttl(login_counters(username=user.username, address="203.0.113.7")[0].key) > 0
         assert_throttled(attempt(api, user.username))
+
+
+def _post_from(live_server, source: str, username: str, password: str) -> tuple[int, dict]:
+    """A login over a real socket bound to ``source`` (any of 127.0.0.0/8 on Linux)."""
+    url = urlsplit(live_server.url)
+    connection = http.client.HTTPConnection(url.hostname, url.port, source_address=(source, 0))
+    try:
+        body = json.dumps({"username": username, "password": password})
+        connection.request("POST", LOGIN, body, {"Content-Type": "application/json"})
+        response = connection.getresponse()
+        return response.status, dict(response.getheaders())
+    finally:
+        connection.close()
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
+def test_lock_out_over_real_sockets_from_many_loopback_addresses(live_server, user):
+    """Straight to auth (NUM_PROXIES=0: the socket's address), sources bound in 127.0.0.0/8."""
+    limits = {
+        **rates(login_username_ip="3/min", login_username="12/min", login_ip="1000/min"),
+        "NUM_PROXIES": 0,
+    }
+    with override_settings(REST_FRAMEWORK=limits):
+        attacker = [
+            _post_from(live_server, "127.0.0.2", user.username, "nope")[0] for _ in range(6)
+        ]
+        assert attacker == [401, 401, 401, 429, 429, 429]
+        assert _post_from(live_server, "127.0.0.2", user.username, PASSWORD)[0] == 429
+        assert _post_from(live_server, "127.0.0.3", user.username, PASSWORD)[0] == 200
+        # Distributed: 3 failures each from 3 more addresses reach the account's 12.
+        for n in range(10, 13):
+            for _ in range(3):
+                assert _post_from(live_server, f"127.0.0.{n}", user.username, "nope")[0] == 401
+        status, headers = _post_from(live_server, "127.0.0.20", user.username, "nope")
+        assert status == 429
+        assert int(headers["Retry-After"]) > 0
