@@ -19,13 +19,14 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     *INSTALLED_APPS,  # type: ignore[name-defined]  # noqa: F821
 ]
-MIDDLEWARE = [
-    "common.metrics.HttpMetricsMiddleware",
-    "django.middleware.security.SecurityMiddleware",
-    "whitenoise.middleware.WhiteNoiseMiddleware",
-    "common.request_id.RequestIDMiddleware",
+# common's middleware (request ids, metrics, the body-size limit every service promises) plus
+# what the admin needs: sessions before CommonMiddleware, the rest after it. Inserted, never
+# replaced, so whatever common adds reaches this service too.
+_COMMON = "django.middleware.common.CommonMiddleware"
+MIDDLEWARE = [  # type: ignore[name-defined]
+    *MIDDLEWARE[: MIDDLEWARE.index(_COMMON)],  # type: ignore[name-defined]  # noqa: F821
     "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.middleware.common.CommonMiddleware",
+    *MIDDLEWARE[MIDDLEWARE.index(_COMMON) :],  # type: ignore[name-defined]  # noqa: F821
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
