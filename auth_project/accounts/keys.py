@@ -4,9 +4,12 @@ Only this service holds the private key; everyone else verifies with the public 
 publishes as a JWKS. The ``kid`` is the RFC 7638 thumbprint of the public key unless
 JWT_KEY_ID names one, so a new key pair gets a new ``kid`` and verifiers refetch the JWKS.
 
-Rotation (``manage.py rotate_jwt_key``, key file only): a new key replaces the file and signs
-from then on; the old key's public half is kept beside it (``<stem>.previous-public.pem``) and
-stays in the JWKS, and keeps verifying tokens here, until it is withdrawn
+Rotation (``manage.py rotate_jwt_key``, key file only): optionally first
+``rotate_jwt_key --stage`` puts the next key in the JWKS (``<stem>.next.pem``) without signing
+with it, so verifiers that cache the JWKS already know it when it starts signing; then a new key
+(the staged one if any) replaces the file and signs from then on; the old key's public half is
+kept beside it (``<stem>.previous-public.pem``) and stays in the JWKS, and keeps verifying tokens
+here, until it is withdrawn
 (``rotate_jwt_key --withdraw-previous``) or ``JWT_PREVIOUS_KEY_GRACE_SECONDS`` have passed since
 the rotation (the file's modification time). With the key in JWT_PRIVATE_KEY, the previous public
 key is JWT_PREVIOUS_PUBLIC_KEY (listed while set). Every process notices a rotation at its next
@@ -241,21 +244,55 @@ def previous_key() -> VerifyingKey | None:
     return previous
 
 
+def next_key_path(path: Path) -> Path:
+    """Where ``rotate_jwt_key --stage`` keeps the key the next rotation will make current."""
+    return path.with_name(f"{path.stem}.next.pem")
+
+
+@lru_cache(maxsize=8)
+def _load_next(pem: str) -> VerifyingKey:
+    key = build(pem)
+    return VerifyingKey(public_pem=key.public_pem, kid=key.kid, jwk=key.jwk)
+
+
+def next_key() -> VerifyingKey | None:
+    """The staged next key (published, not yet signing), if any."""
+    if settings.JWT_PRIVATE_KEY:
+        return None
+    try:
+        pem = next_key_path(Path(settings.JWT_PRIVATE_KEY_FILE)).read_text()
+    except FileNotFoundError:
+        return None
+    return _load_next(pem)
+
+
+def published_keys() -> list[VerifyingKey | SigningKey]:
+    """Current, staged next, previous: each once (by kid), the signing key first."""
+    found: dict[str, VerifyingKey | SigningKey] = {}
+    for key in (signing_key(), next_key(), previous_key()):
+        if key is not None and key.kid not in found:
+            found[key.kid] = key
+    return list(found.values())
+
+
 def verifying_keys() -> dict[str, str]:
-    """Public PEM by kid of every key whose tokens are accepted: the current and the previous."""
-    current = signing_key()
-    found = {current.kid: current.public_pem}
-    previous = previous_key()
-    if previous is not None:
-        found[previous.kid] = previous.public_pem
-    return found
+    """Public PEM by kid of every key whose tokens are accepted (those the JWKS lists)."""
+    return {key.kid: key.public_pem for key in published_keys()}
 
 
 def jwks() -> dict[str, Any]:
-    """The public JWK Set verifiers fetch: the current key, then the previous one if any."""
-    current = signing_key()
-    previous = previous_key()
-    return {"keys": [current.jwk] + ([previous.jwk] if previous is not None else [])}
+    """The public JWK Set verifiers fetch: current, staged next, previous."""
+    return {"keys": [key.jwk for key in published_keys()]}
+
+
+def stage_next_key(path: Path) -> tuple[str, bool]:
+    """Publish the key the next rotation will use; (its kid, whether it was created now)."""
+    next_path = next_key_path(path)
+    created = ensure_key_file(next_path)
+    kid = build(next_path.read_text()).kid
+    if created:
+        logger.warning("next JWT signing key staged", extra={"next_kid": kid})
+    return kid, created
 
 
 @dataclass(frozen=True)
@@ -268,18 +305,26 @@ class Rotation:
 
 
 def rotate_key_file(path: Path) -> Rotation:
-    """A new key in ``path``; the old one's public half becomes the previous key.
+    """A new key in ``path`` (the staged next key if any); the old one's public half becomes
+    the previous key.
 
     The previous file is written before the key file is replaced, so at no moment is a token
     signed with the old key unverifiable. A previous key still listed is dropped (only one).
     """
     old = build(path.read_text())
     previous_path = previous_key_path(path)
+    next_path = next_key_path(path)
     dropped = None
     if previous_path.exists():
         dropped = build_public(previous_path.read_text()).kid
     replace_file(previous_path, old.public_pem)
-    replace_file(path, generate_private_pem())
+    try:
+        staged = next_path.read_text()
+    except FileNotFoundError:
+        staged = generate_private_pem()
+    build(staged)  # refuse an unusable staged key before it replaces a good one
+    replace_file(path, staged)
+    next_path.unlink(missing_ok=True)
     new = build(path.read_text())
     logger.warning(
         "JWT signing key rotated",

@@ -80,6 +80,28 @@ def test_rotate_lists_both_keys_until_the_previous_is_withdrawn(api, user, key_f
     assert api.post(REFRESH, {"refresh": after["refresh"]}, format="json").status_code == 200
 
 
+def test_a_staged_key_is_published_before_it_signs(api, user, key_file, capsys):
+    """--stage: verifiers that cache the JWKS know the next kid before any token carries it."""
+    current = keys.signing_key().kid
+    call_command("rotate_jwt_key", "--stage")
+    staged = keys.next_key().kid
+    assert staged in capsys.readouterr().out
+    assert kids(api) == [current, staged]
+    assert jwt.get_unverified_header(login(api, user.username)["token"])["kid"] == current
+    call_command("rotate_jwt_key", "--stage")  # idempotent
+    assert "already staged" in capsys.readouterr().out
+    call_command("rotate_jwt_key", "--status")
+    assert f"next key {staged}" in capsys.readouterr().out
+
+    call_command("rotate_jwt_key")
+    assert keys.signing_key().kid == staged
+    assert keys.next_key() is None
+    assert not keys.next_key_path(key_file).exists()
+    assert kids(api) == [staged, current]
+    token = login(api, user.username)["token"]
+    assert verify_like_the_gateway(api, token)["user_id"] == str(user.pk)
+
+
 def test_a_token_of_a_withdrawn_key_is_refused_here(api, user, key_file):
     old_refresh = login(api, user.username)["refresh"]
     call_command("rotate_jwt_key")
@@ -112,6 +134,8 @@ def test_a_second_rotation_drops_the_oldest_key(api, key_file, capsys):
 
 
 def test_rotation_keeps_the_files_private(key_file):
+    call_command("rotate_jwt_key", "--stage")
+    assert oct(keys.next_key_path(key_file).stat().st_mode & 0o777) == oct(0o600)
     call_command("rotate_jwt_key")
     for path in (key_file, keys.previous_key_path(key_file)):
         assert oct(path.stat().st_mode & 0o777) == oct(0o600)

@@ -25,9 +25,11 @@ KEY_ID_ADVICE = (
 
 class Command(BaseCommand):
     help = (
-        "Make a new RSA-2048 key in JWT_PRIVATE_KEY_FILE the signing key; the old key stays in "
-        "the JWKS (and keeps verifying tokens) until --withdraw-previous or until "
-        "JWT_PREVIOUS_KEY_GRACE_SECONDS have passed. --status shows the keys."
+        "Make a new RSA-2048 key in JWT_PRIVATE_KEY_FILE the signing key (the one --stage "
+        "published earlier, if any); the old key stays in the JWKS (and keeps verifying tokens) "
+        "until --withdraw-previous or until JWT_PREVIOUS_KEY_GRACE_SECONDS have passed. "
+        "--stage publishes the next key in the JWKS without signing with it. --status shows "
+        "the keys."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -36,6 +38,11 @@ class Command(BaseCommand):
             "--withdraw-previous",
             action="store_true",
             help="do not rotate: remove the previous key from the JWKS and stop accepting it",
+        )
+        group.add_argument(
+            "--stage",
+            action="store_true",
+            help="publish the next key in the JWKS now, sign with it at the next rotation",
         )
         group.add_argument("--status", action="store_true", help="show the keys, change nothing")
 
@@ -49,6 +56,13 @@ class Command(BaseCommand):
         try:
             if options["status"]:
                 self._status()
+            elif options["stage"]:
+                kid, created = keys.stage_next_key(path)
+                state = "staged" if created else "already staged"
+                self.stdout.write(
+                    f"next key {kid} {state}: in the JWKS, not signing; run rotate_jwt_key once "
+                    "every verifier has refreshed its JWKS"
+                )
             elif options["withdraw_previous"]:
                 kid = keys.withdraw_previous_key(path)
                 if kid is None:
@@ -79,6 +93,9 @@ class Command(BaseCommand):
 
     def _status(self) -> None:
         self.stdout.write(f"current key {keys.signing_key().kid}")
+        staged = keys.next_key()
+        if staged is not None:
+            self.stdout.write(f"next key {staged.kid} (staged, not signing)")
         previous = keys.previous_key()
         if previous is None:
             self.stdout.write("no previous key")
