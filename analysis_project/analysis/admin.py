@@ -55,7 +55,7 @@ class UserGenrePlaysAdmin(ReadOnlyAdmin):
 
 @admin.register(GenrePlays)
 class GenrePlaysAdmin(ReadOnlyAdmin):
-    list_display = ("genre", "plays")
+    list_display = ("genre", "plays", "users")
     search_fields = ("genre",)
     ordering = ("-plays", "genre")
 

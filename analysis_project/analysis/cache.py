@@ -31,7 +31,9 @@ logger = logging.getLogger(__name__)
 CACHE_ERRORS: tuple[type[BaseException], ...] = (ConnectionInterrupted, RedisError, OSError)
 
 KEY_VERSION = "v1"
-GLOBAL_GENRES_KEY = f"analysis:{KEY_VERSION}:genres:global"
+# Named anew when the global list got its distinct-users rule: lists cached before it are
+# never served.
+GLOBAL_GENRES_KEY = f"analysis:{KEY_VERSION}:genres:global-min-users"
 
 T = TypeVar("T")
 

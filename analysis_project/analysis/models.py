@@ -51,10 +51,18 @@ class UserGenrePlays(models.Model):
 
 
 class GenrePlays(models.Model):
-    """Plays of one genre over all users; kept when a user is deleted."""
+    """Plays of one genre over all users; kept when a user is deleted.
+
+    ``users`` is how many users have a ``UserGenrePlays`` row for the genre (kept equal to
+    that count by the same upserts): the global leaderboard shows a genre only once enough
+    distinct users played it, so one user's free text never reaches everyone.
+    """
 
     genre = models.CharField(max_length=GENRE_MAX_LENGTH, unique=True)
     plays = models.BigIntegerField(default=0)
+    users = models.BigIntegerField(
+        default=0, help_text="Users (not deleted) who played this genre."
+    )
 
     class Meta:
         verbose_name = "genre plays (overall)"

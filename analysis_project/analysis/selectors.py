@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal, TypedDict
 
+from django.conf import settings
+
 from analysis.cache import GLOBAL_GENRES_KEY, cache_read_through, summary_key, user_genres_key
 from analysis.models import GenrePlays, UserGenrePlays, UserStats
 
@@ -38,9 +40,16 @@ def _user_genres_load(user_id: str) -> list[GenreCount]:
     return [GenreCount(genre=row["genre"], plays=row["plays"]) for row in rows]
 
 
+def genre_min_users() -> int:
+    """Distinct users a genre needs before the global leaderboard shows it (at least 1)."""
+    return max(1, int(settings.ANALYSIS_GENRE_MIN_USERS))
+
+
 def _global_genres_load() -> list[GenreCount]:
+    # Genres are free text: one user's (a name, an insult, an advert) must never reach
+    # everyone's leaderboard. Shown once enough distinct users played it.
     rows = (
-        GenrePlays.objects.filter(plays__gt=0)
+        GenrePlays.objects.filter(plays__gt=0, users__gte=genre_min_users())
         .order_by("-plays", "genre")
         .values("genre", "plays")[:MAX_GENRES]
     )
@@ -76,7 +85,8 @@ def user_summary_get(*, user_id: str) -> UserSummary:
 
 
 def genre_plays_list(*, scope: Scope, user_id: str, limit: int) -> list[GenreCount]:
-    """Genres by plays, most played first: the caller's (``me``) or everyone's (``global``)."""
+    """Genres by plays, most played first: the caller's (``me``) or everyone's (``global``,
+    only genres at least ``ANALYSIS_GENRE_MIN_USERS`` distinct users played)."""
     loaded: list[Any]
     if scope == "me":
         loaded = cache_read_through(

@@ -55,9 +55,29 @@ def _track_genre(data: dict[str, Any]) -> str:
 
 
 def _user_deleted(*, user_id: str) -> None:
-    # Overall genre totals keep the plays: they are history, not personal data.
+    # Overall genre totals keep the plays: they are history, not personal data. The user no
+    # longer counts among each genre's distinct users (GenrePlays.users).
     UserStats.objects.filter(user_id=user_id).delete()
-    UserGenrePlays.objects.filter(user_id=user_id).delete()
+    meta = UserGenrePlays._meta
+    user_column = _quote(_field(UserGenrePlays, "user_id").column)
+    genre_column = _quote(_field(UserGenrePlays, "genre").column)
+    # One statement: a row another worker inserts meanwhile is either deleted and returned
+    # (so decremented) or left alone, never deleted uncounted.
+    sql = (
+        f"DELETE FROM {_quote(meta.db_table)} WHERE {user_column} = %s "  # noqa: S608
+        f"RETURNING {genre_column}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [user_id])
+        genres = sorted({genre for (genre,) in cursor.fetchall()})
+    if genres:
+        _upsert(
+            GenrePlays,
+            ("genre",),
+            [(genre, 0, -1) for genre in genres],
+            columns=("plays", "users"),
+            add=("plays", "users"),
+        )
 
 
 # Keys an event type touches, also invalidated on a duplicate: a redelivery after a failed
@@ -71,7 +91,11 @@ _KEYS: dict[str, Callable[[str], list[str]]] = {
         user_genres_key(user_id),
         GLOBAL_GENRES_KEY,
     ],
-    events.USER_DELETED: lambda user_id: [summary_key(user_id), user_genres_key(user_id)],
+    events.USER_DELETED: lambda user_id: [
+        summary_key(user_id),
+        user_genres_key(user_id),
+        GLOBAL_GENRES_KEY,  # the user no longer counts towards a genre's distinct users
+    ],
 }
 
 
@@ -256,19 +280,26 @@ def _increments(events: Sequence[ParsedEvent], now: datetime) -> None:
         add=("playlists_created", "playlists_deleted", "playlists_active", "plays"),
     )
     if user_genres:
-        _upsert(
+        inserted = _upsert(
             UserGenrePlays,
             ("user_id", "genre"),
             [(*key, user_genres[key]) for key in sorted(user_genres)],
             columns=("plays",),
             add=("plays",),
+            returning_inserted=True,
         )
+        # A (user, genre) row this upsert created is one more distinct user of the genre;
+        # the same transaction adds it, so the count is exact and a duplicate event (never
+        # applied) cannot add it twice.
+        new_users: dict[str, int] = defaultdict(int)
+        for _, genre in inserted:
+            new_users[genre] += 1
         _upsert(
             GenrePlays,
             ("genre",),
-            [(genre, genres[genre]) for genre in sorted(genres)],
-            columns=("plays",),
-            add=("plays",),
+            [(genre, genres[genre], new_users[genre]) for genre in sorted(genres)],
+            columns=("plays", "users"),
+            add=("plays", "users"),
         )
 
 
@@ -279,7 +310,10 @@ def _upsert(
     *,
     columns: tuple[str, ...],
     add: tuple[str, ...],
-) -> None:
+    returning_inserted: bool = False,
+) -> list[tuple[Any, ...]]:
+    """``INSERT .. ON CONFLICT (key) DO UPDATE`` of ``rows``; with ``returning_inserted``,
+    the keys of the rows it inserted (not updated)."""
     meta = model._meta
     quote = _quote
     table = quote(meta.db_table)
@@ -311,8 +345,16 @@ def _upsert(
         f"ON CONFLICT ({', '.join(quote(_field(model, name).column) for name in key)}) "
         f"DO UPDATE SET {', '.join(sets)}"
     )
+    if returning_inserted:
+        # PostgreSQL: a row this statement inserted has no deleting/locking transaction yet
+        # (xmax = 0); one it updated carries this transaction's id in xmax.
+        key_columns = ", ".join(quote(_field(model, name).column) for name in key)
+        sql += f" RETURNING {key_columns}, (xmax = 0)"
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
+        if not returning_inserted:
+            return []
+        return [tuple(row[:-1]) for row in cursor.fetchall() if row[-1]]
 
 
 def _committed(done: list[tuple[ParsedEvent, str]]) -> None:

@@ -61,6 +61,9 @@ ANALYSIS_BATCH_WAIT_MS = max(0, env_int("ANALYSIS_BATCH_WAIT_MS", 20))
 CELERY_WORKER_PREFETCH_MULTIPLIER = env_int(
     "CELERY_WORKER_PREFETCH_MULTIPLIER", 2 * ANALYSIS_BATCH_SIZE if ANALYSIS_BATCH_SIZE > 1 else 1
 )
+# The global genre leaderboard shows a genre once this many distinct (not deleted) users played
+# it: genres are free text, and one user's must never be shown to everyone.
+ANALYSIS_GENRE_MIN_USERS = max(1, env_int("ANALYSIS_GENRE_MIN_USERS", 3))
 ANALYSIS_WORKER_METRICS_PORT = env_int("ANALYSIS_WORKER_METRICS_PORT", 9101)
 # Celery's Django fixup closes the database connection around every task unless this is set
 # (then every DB_REUSE_MAX tasks): a new PostgreSQL connection per event cost ~10 ms. The

@@ -9,6 +9,7 @@ from collections import Counter
 
 import pytest
 from analysis.models import GenrePlays, ProcessedEvent, UserGenrePlays, UserStats
+from django.test import override_settings
 from kombu import Producer
 
 from common.celery_utils import publish_envelope
@@ -83,6 +84,9 @@ def assert_counts(expected: dict) -> None:
     user_genres = {(r.user_id, r.genre): r.plays for r in UserGenrePlays.objects.all()}
     assert user_genres == dict(expected["user_genres"])
     assert dict(GenrePlays.objects.values_list("genre", "plays")) == dict(expected["genres"])
+    # Each genre's distinct users (the global leaderboard's threshold), exact under concurrency.
+    distinct = Counter(genre for (_, genre) in expected["user_genres"])
+    assert dict(GenrePlays.objects.values_list("genre", "users")) == dict(distinct)
 
 
 def processed_count() -> int:
@@ -257,6 +261,7 @@ def test_transient_cache_failure_retries_then_dead_letters_without_double_counti
     assert f"event_id={event['event_id']}" in log
 
 
+@override_settings(ANALYSIS_GENRE_MIN_USERS=1)  # one reader's play shows globally
 def test_a_read_after_an_event_shows_the_new_value(start_worker, publisher, api, redis_url):
     worker = start_worker("cache")
     client = api("reader")
