@@ -34,8 +34,7 @@ class GenresQuerySerializer(serializers.Serializer):
     scope = serializers.ChoiceField(
         choices=["me", "global"],
         default="me",
-        help_text="`me`: the caller's plays; `global`: everyone's, only genres that at least "
-        "`ANALYSIS_GENRE_MIN_USERS` (3) distinct users played.",
+        help_text="`me`: the caller's plays; `global`: everyone's.",
     )
     limit = serializers.IntegerField(
         min_value=1, max_value=MAX_GENRES, default=DEFAULT_GENRES_LIMIT
