@@ -3,6 +3,7 @@
 from pathlib import Path
 
 from corsheaders.defaults import default_headers
+from django.core.exceptions import ImproperlyConfigured
 
 from common.settings import defaults, env_bool, env_float, env_int, env_list, env_str, required
 
@@ -68,7 +69,19 @@ UPSTREAMS = {
 }
 # Connections kept alive per upstream and worker: at least the worker's thread count.
 UPSTREAM_POOL_SIZE = env_int("UPSTREAM_POOL_SIZE", max(10, env_int("GUNICORN_THREADS", 4)))
-BREAKER_FAIL_MAX = env_int("BREAKER_FAIL_MAX", 5)
+# Circuit breakers (proxy/breaker.py): an upstream's breaker opens when, over the last
+# BREAKER_WINDOW_SECONDS, at least BREAKER_MIN_CALLS calls were made and at least
+# BREAKER_FAILURE_RATE of them failed (connection error, timeout, 502/503/504; never a 500 or 4xx).
+BREAKER_FAILURE_RATE = env_float("BREAKER_FAILURE_RATE", 0.5)
+BREAKER_MIN_CALLS = env_int("BREAKER_MIN_CALLS", 20)
+BREAKER_WINDOW_SECONDS = env_int("BREAKER_WINDOW_SECONDS", 10)
+if not 0 < BREAKER_FAILURE_RATE <= 1 or BREAKER_MIN_CALLS < 1 or BREAKER_WINDOW_SECONDS < 1:
+    raise ImproperlyConfigured(
+        "BREAKER_FAILURE_RATE must be in (0, 1], BREAKER_MIN_CALLS and BREAKER_WINDOW_SECONDS "
+        "at least 1"
+    )
+# Larger upstream answers are refused with 502 (logged), never buffered beyond this.
+GATEWAY_MAX_UPSTREAM_BYTES = env_int("GATEWAY_MAX_UPSTREAM_BYTES", 8 * 1024 * 1024)
 BREAKER_RESET_TIMEOUT = env_float("BREAKER_RESET_TIMEOUT", 30.0)
 BREAKER_REDIS_TIMEOUT = env_float("BREAKER_REDIS_TIMEOUT", 0.5)
 

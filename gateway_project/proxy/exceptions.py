@@ -13,6 +13,7 @@ __all__ = ["PAYLOAD_TOO_LARGE", "PayloadTooLarge"]
 UPSTREAM_UNAVAILABLE = "Upstream service temporarily unavailable, try again later."
 UPSTREAM_UNREACHABLE = "Upstream service unreachable."
 UPSTREAM_TIMEOUT = "Upstream service timed out."
+UPSTREAM_ANSWER_TOO_LARGE = "Upstream answer too large."
 TOKEN_MISSING = "Authentication credentials were not provided."
 TOKEN_INVALID = "Invalid or expired token."
 TOKEN_REVOKED = "Token has been revoked."
@@ -46,6 +47,23 @@ class UpstreamTimeout(exceptions.APIException):
     status_code = status.HTTP_504_GATEWAY_TIMEOUT
     default_detail = UPSTREAM_TIMEOUT
     default_code = "upstream_timeout"
+
+
+class UpstreamAnswerTooLarge(exceptions.APIException):
+    """502: the upstream's answer is over ``GATEWAY_MAX_UPSTREAM_BYTES`` (not passed on)."""
+
+    status_code = status.HTTP_502_BAD_GATEWAY
+    default_detail = UPSTREAM_ANSWER_TOO_LARGE
+    default_code = "upstream_answer_too_large"
+
+    def __init__(self, *, size: int | None, limit: int) -> None:
+        super().__init__()
+        self.size = size  # from Content-Length; None when it was only found out by reading
+        self.limit = limit
+
+    def __str__(self) -> str:
+        size = f"{self.size} bytes" if self.size is not None else "more bytes"
+        return f"upstream answer of {size} over the {self.limit}-byte limit"
 
 
 class InvalidToken(exceptions.AuthenticationFailed):

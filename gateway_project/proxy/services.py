@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import time
 from collections.abc import Mapping
@@ -12,12 +13,14 @@ import requests
 import urllib3
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
+from rest_framework.settings import api_settings
 
 from common.context import sign
 from proxy import metrics, upstreams
-from proxy.breaker import BreakerOpenError, UpstreamServerError
+from proxy.breaker import FAILURE_STATUSES, BreakerOpenError, UpstreamServerError
 from proxy.exceptions import (
     PayloadTooLarge,
+    UpstreamAnswerTooLarge,
     UpstreamTimeout,
     UpstreamUnavailable,
     UpstreamUnreachable,
@@ -100,6 +103,25 @@ def request_body_read(*, request: HttpRequest, limit: int) -> bytes:
     return b"".join(parts)
 
 
+def client_address(*, request: HttpRequest) -> str:
+    """The client's IP as the gateway resolves it: ``REMOTE_ADDR`` with ``GATEWAY_NUM_PROXIES``
+    = 0; with n trusted proxies in front, the n-th X-Forwarded-For entry from the right (the one
+    the outermost trusted proxy appended). Whatever the client wrote further left is ignored;
+    an entry that is not an IP address falls back to ``REMOTE_ADDR``."""
+    meta = request.META
+    remote = str(meta.get("REMOTE_ADDR", ""))
+    proxies = api_settings.NUM_PROXIES or 0
+    forwarded = meta.get("HTTP_X_FORWARDED_FOR")
+    if proxies <= 0 or not forwarded:
+        return remote
+    entries = [entry.strip() for entry in str(forwarded).split(",")]
+    candidate = entries[-min(proxies, len(entries))]
+    try:
+        return str(ipaddress.ip_address(candidate))
+    except ValueError:
+        return remote
+
+
 def request_headers_build(*, request: HttpRequest, user: dict[str, Any] | None) -> dict[str, str]:
     """End-to-end client headers plus the gateway's own: user context, request id, X-Forwarded-*."""
     meta = request.META
@@ -115,9 +137,9 @@ def request_headers_build(*, request: HttpRequest, user: dict[str, Any] | None) 
         if name not in drop and value:
             headers[name] = value
     headers["X-Request-ID"] = request.request_id  # type: ignore[attr-defined]
-    remote = meta.get("REMOTE_ADDR", "")
-    prior = meta.get("HTTP_X_FORWARDED_FOR")
-    headers["X-Forwarded-For"] = f"{prior}, {remote}" if prior else remote
+    # One entry, the address the gateway resolved itself (never what the client claims): the
+    # services take the last entry as the client (auth's per-IP login limits).
+    headers["X-Forwarded-For"] = client_address(request=request)
     headers["X-Forwarded-Proto"] = request.scheme or "http"
     headers["X-Forwarded-Host"] = request.get_host()
     if user is not None:
@@ -143,7 +165,9 @@ def _send(
             assert_same_host=False,
             # Raw bytes: a gzip body stays gzip, matching the Content-Encoding passed through.
             decode_content=False,
+            preload_content=False,  # read below, never more than GATEWAY_MAX_UPSTREAM_BYTES
         )
+        data = _answer_read(response, limit=settings.GATEWAY_MAX_UPSTREAM_BYTES)
     # Mapped to requests' exceptions, which the breaker counts as failures (proxy/breaker.py).
     except urllib3.exceptions.NewConnectionError as exc:  # refused, unresolvable: before timeouts
         raise requests.ConnectionError(exc) from exc
@@ -154,11 +178,42 @@ def _send(
     except (urllib3.exceptions.HTTPError, OSError) as exc:
         raise requests.ConnectionError(exc) from exc
     answer = UpstreamAnswer(
-        status=response.status, headers=list(response.headers.items()), body=response.data
+        status=response.status, headers=list(response.headers.items()), body=data
     )
-    if answer.status >= 500:
+    if answer.status in FAILURE_STATUSES:
         raise UpstreamServerError(answer)
     return answer
+
+
+def _answer_read(response: Any, *, limit: int) -> bytes:
+    """The answer's body, refusing (``UpstreamAnswerTooLarge``) one over ``limit`` bytes without
+    reading more than ``limit`` + 1 of it; the connection of a refused answer is closed."""
+    # urllib3's reading of the headers: None when chunked (a Content-Length beside it is
+    # ignored, as RFC 9112 says), close-delimited or unparsable; 0 for HEAD, 204 and 304.
+    length = response.length_remaining
+    if length is None:
+        length = -1
+    try:
+        if 0 <= length <= limit:
+            # http.client never reads past Content-Length: one read, as preloading would do.
+            return bytes(response.read(decode_content=False))
+        if length > limit:
+            raise UpstreamAnswerTooLarge(size=length, limit=limit)
+        parts: list[bytes] = []  # chunked or close-delimited: count as it comes
+        size = 0
+        while True:
+            chunk = response.read(min(_READ_CHUNK, limit + 1 - size), decode_content=False)
+            if not chunk:
+                return b"".join(parts)
+            parts.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                raise UpstreamAnswerTooLarge(size=None, limit=limit)
+    except UpstreamAnswerTooLarge:
+        response.close()  # the rest stays unread: this connection cannot be reused
+        raise
+    finally:
+        response.release_conn()
 
 
 def proxy_forward(
@@ -166,8 +221,9 @@ def proxy_forward(
 ) -> UpstreamAnswer:
     """Send one request through the upstream's breaker; the answer whatever its status.
 
-    Raises ``UpstreamUnavailable`` (503, breaker open), ``UpstreamTimeout`` (504) or
-    ``UpstreamUnreachable`` (502). A 5xx answer is returned (and counted as a breaker failure).
+    Raises ``UpstreamUnavailable`` (503, breaker open), ``UpstreamTimeout`` (504),
+    ``UpstreamUnreachable`` (502) or ``UpstreamAnswerTooLarge`` (502, not a breaker failure).
+    A 502/503/504 answer is returned too (and counted as a breaker failure).
     """
     upstream = upstreams.get(upstream_name)
     started = time.perf_counter()
@@ -185,6 +241,10 @@ def proxy_forward(
         status = "breaker_open"
         metrics.rejected_requests.labels(reason="breaker_open").inc()
         raise UpstreamUnavailable(wait=exc.retry_after) from exc
+    except UpstreamAnswerTooLarge as exc:
+        status = "too_large"
+        error = str(exc)
+        raise
     except requests.Timeout as exc:
         status = "timeout"
         error = str(exc)
@@ -200,7 +260,12 @@ def proxy_forward(
             metrics.upstream_duration.labels(upstream=upstream_name).observe(duration)
         log_path = path.split("?", 1)[0]
         # 5xx, unreachable and timed-out upstreams are worth a WARNING; the rest is traffic.
-        failed = status.startswith("5") or status in ("connection_error", "timeout", "error")
+        failed = status.startswith("5") or status in (
+            "connection_error",
+            "timeout",
+            "too_large",
+            "error",
+        )
         level = logging.WARNING if failed else logging.INFO
         logger.log(
             level,

@@ -21,6 +21,8 @@ from rest_framework.request import Request
 from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 
+from proxy.services import client_address
+
 logger = logging.getLogger(__name__)
 
 _WARN_EVERY = 10.0
@@ -116,6 +118,10 @@ class GatewayAnonThrottle(FixedWindowRateThrottle):
         if request.user and request.user.is_authenticated:
             return None
         return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
+
+    def get_ident(self, request: Request) -> str:
+        """The address the gateway forwards to the services too (``client_address``)."""
+        return client_address(request=request._request)
 
 
 class GatewayUserThrottle(FixedWindowRateThrottle):

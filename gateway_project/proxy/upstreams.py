@@ -28,7 +28,9 @@ _RESET_ON = {
     "UPSTREAMS",
     "REDIS_URL",
     "CACHE_KEY_PREFIX",
-    "BREAKER_FAIL_MAX",
+    "BREAKER_FAILURE_RATE",
+    "BREAKER_MIN_CALLS",
+    "BREAKER_WINDOW_SECONDS",
     "BREAKER_RESET_TIMEOUT",
     "UPSTREAM_POOL_SIZE",
     "BREAKER_STATE_CACHE_SECONDS",
@@ -86,7 +88,9 @@ def build_breaker(name: str, *, probe_ttl: float) -> UpstreamBreaker:
     )
     return UpstreamBreaker(
         name=name,
-        fail_max=settings.BREAKER_FAIL_MAX,
+        failure_rate=settings.BREAKER_FAILURE_RATE,
+        min_calls=settings.BREAKER_MIN_CALLS,
+        window_seconds=settings.BREAKER_WINDOW_SECONDS,
         reset_timeout=settings.BREAKER_RESET_TIMEOUT,
         redis=client,
         namespace=breaker_namespace(name),

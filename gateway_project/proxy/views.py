@@ -23,6 +23,7 @@ from proxy import metrics
 from proxy.authentication import GatewayJWTAuthentication
 from proxy.exceptions import (
     PayloadTooLarge,
+    UpstreamAnswerTooLarge,
     UpstreamTimeout,
     UpstreamUnavailable,
     UpstreamUnreachable,
@@ -74,6 +75,15 @@ _REJECTION_REASONS: list[tuple[type[Exception], str]] = [
 ]
 
 
+# Answered by proxy_forward, which has logged the exchange already.
+_UPSTREAM_ERRORS = (
+    UpstreamUnavailable,
+    UpstreamUnreachable,
+    UpstreamTimeout,
+    UpstreamAnswerTooLarge,
+)
+
+
 class ProxyView(APIView):
     """Forwards the request, path and query unchanged, to one upstream.
 
@@ -122,7 +132,7 @@ class ProxyView(APIView):
             )
         # Counted above; the body-size middleware must not count this 413 again.
         response._gateway_counted = True  # type: ignore[attr-defined]
-        if isinstance(exc, UpstreamUnavailable | UpstreamUnreachable | UpstreamTimeout):
+        if isinstance(exc, _UPSTREAM_ERRORS):
             response._has_been_logged = True  # type: ignore[attr-defined]  # proxy_forward did
         return response
 

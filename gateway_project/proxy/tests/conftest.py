@@ -92,7 +92,10 @@ def fake(rsa_key: rsa.RSAPrivateKey) -> Iterator[FakeUpstream]:
         UPSTREAMS=config,
         JWKS_URL=server.url + "/api/auth/.well-known/jwks.json",
         JWKS_MIN_REFRESH_SECONDS=60.0,
-        BREAKER_FAIL_MAX=3,
+        # 3 calls of which half failed open a breaker here (20 by default): short tests.
+        BREAKER_MIN_CALLS=3,
+        BREAKER_FAILURE_RATE=0.5,
+        BREAKER_WINDOW_SECONDS=10,
         BREAKER_RESET_TIMEOUT=60.0,
     ):
         try:

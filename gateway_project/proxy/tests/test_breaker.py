@@ -1,7 +1,8 @@
-"""Circuit breakers: trip, reject without calling, one probe in half-open, close, Redis sharing.
+"""Circuit breakers: what counts, the failure-rate window, reject without calling, one probe in
+half-open, close, Redis sharing.
 
 Time never passes in these tests: "reset_timeout elapsed" is played by setting the breaker's
-``reset_timeout`` to 0 once it has opened.
+``reset_timeout`` to 0 once it has opened, and the window's clock is replaced where it matters.
 """
 
 from __future__ import annotations
@@ -11,11 +12,13 @@ import threading
 
 import pytest
 import redis
-from django.test import Client
+import requests
+from django.test import Client, override_settings
 from prometheus_client import REGISTRY
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from proxy import breaker as breaker_module
 from proxy import upstreams
 from proxy.breaker import (
     BreakerOpenError,
@@ -26,7 +29,7 @@ from proxy.breaker import (
 from proxy.exceptions import UPSTREAM_UNAVAILABLE
 from proxy.tests.fake_upstream import Answer
 
-FAIL_MAX = 3  # conftest's BREAKER_FAIL_MAX
+FAIL_MAX = 3  # conftest's BREAKER_MIN_CALLS: 3 failed calls in a row open a breaker there
 
 
 def sample(name: str, **labels: str) -> float:
@@ -34,20 +37,22 @@ def sample(name: str, **labels: str) -> float:
 
 
 def failing(record):
-    return Answer(500, [("Content-Type", "application/json")], b'{"detail":"down"}')
+    return Answer(503, [("Content-Type", "application/json")], b'{"detail":"down"}')
 
 
 def trip(client, headers, fake, path="/api/playlists"):
     fake.script = failing
     for _ in range(FAIL_MAX):
-        assert client.get(path, **headers).status_code == 500
+        assert client.get(path, **headers).status_code == 503
 
 
 def elapse_reset_timeout(name="playlist"):
     upstreams.get(name).breaker.reset_timeout = 0
 
 
-def test_fail_max_5xx_opens_breaker_then_503_without_calling_upstream(fake, client, auth_headers):
+def test_failing_upstream_opens_breaker_then_503_without_calling_upstream(
+    fake, client, auth_headers
+):
     assert isinstance(upstreams.get("playlist").breaker.storage, RedisStorage)
     before = sample("gateway_rejected_requests_total", reason="breaker_open")
     trip(client, auth_headers, fake)
@@ -59,8 +64,9 @@ def test_fail_max_5xx_opens_breaker_then_503_without_calling_upstream(fake, clie
     assert len(fake.calls()) == FAIL_MAX  # the upstream was not called
     assert sample("gateway_rejected_requests_total", reason="breaker_open") == before + 1
     assert sample("gateway_breaker_state", upstream="playlist") == 2
-    # Other upstreams keep their own closed breaker.
-    assert client.get("/api/analysis", **auth_headers).status_code == 500
+    # Other upstreams keep their own closed breaker (the upstream's own 503 comes through).
+    other = client.get("/api/analysis", **auth_headers)
+    assert other.status_code == 503 and other.json() == {"detail": "down"}
 
 
 def test_connection_errors_and_timeouts_count_as_failures(fake, client, auth_headers):
@@ -80,12 +86,97 @@ def test_4xx_never_trips_the_breaker(fake, client, auth_headers):
     assert upstreams.get("playlist").breaker.current_state == "closed"
 
 
-def test_success_resets_the_failure_count(fake, client, auth_headers):
-    outcomes = iter([500, 500, 200, 500, 500, 200])
-    fake.script = lambda r: Answer(next(outcomes), [], b"")
-    statuses = [client.get("/api/playlists", **auth_headers).status_code for _ in range(6)]
-    assert statuses == [500, 500, 200, 500, 500, 200]
+@pytest.mark.parametrize("status", [502, 504])
+def test_502_and_504_answers_count_as_failures(fake, client, auth_headers, status):
+    fake.script = lambda r: Answer(status, [], b"")
+    assert [client.get("/api/playlists", **auth_headers).status_code for _ in range(4)] == [
+        status,
+        status,
+        status,
+        503,  # the breaker's own, without calling the upstream
+    ]
+    assert len(fake.calls()) == FAIL_MAX
+
+
+def test_500_answers_pass_through_and_never_open_the_breaker(fake, client, auth_headers):
+    """A 500 says "this request broke the service", which one client can provoke at will."""
+    fake.script = lambda r: Answer(500, [("Content-Type", "application/json")], b'{"x": 1}')
+    for _ in range(FAIL_MAX * 10):
+        response = client.get("/api/playlists", **auth_headers)
+        assert response.status_code == 500 and response.json() == {"x": 1}
+    assert len(fake.calls()) == FAIL_MAX * 10
     assert upstreams.get("playlist").breaker.current_state == "closed"
+
+
+def test_successes_keep_the_failure_rate_below_the_threshold(fake, client, auth_headers):
+    expected = [200, 200, 503, 200, 200, 503, 200, 503, 200]  # never 50 % failed
+    outcomes = iter(expected)
+    fake.script = lambda r: Answer(next(outcomes), [], b"")
+    statuses = [client.get("/api/playlists", **auth_headers).status_code for _ in expected]
+    assert statuses == expected
+    assert upstreams.get("playlist").breaker.current_state == "closed"
+
+
+@override_settings(BREAKER_MIN_CALLS=20, BREAKER_FAILURE_RATE=0.5)
+def test_twenty_calls_half_connection_failures_open_the_breaker(fake, client, auth_headers):
+    for _ in range(10):
+        assert client.get("/api/playlists", **auth_headers).status_code == 200
+    fake.stop()  # from now on: connection refused
+    for _ in range(9):  # 19 calls, 9 failed
+        assert client.get("/api/playlists", **auth_headers).status_code == 502
+    assert upstreams.get("playlist").breaker.current_state == "closed"
+    assert client.get("/api/playlists", **auth_headers).status_code == 502  # 20 calls, 10 failed
+    assert upstreams.get("playlist").breaker.current_state == "open"
+    response = client.get("/api/playlists", **auth_headers)
+    assert response.status_code == 503 and response.json()["code"] == "upstream_unavailable"
+
+
+@override_settings(BREAKER_MIN_CALLS=20, BREAKER_FAILURE_RATE=0.5)
+def test_nineteen_calls_never_open_the_breaker_whatever_failed(fake, client, auth_headers):
+    for _ in range(9):
+        assert client.get("/api/playlists", **auth_headers).status_code == 200
+    fake.stop()
+    for _ in range(10):  # 19 calls, 10 (53 %) failed: too few calls to judge
+        assert client.get("/api/playlists", **auth_headers).status_code == 502
+    assert upstreams.get("playlist").breaker.current_state == "closed"
+
+
+def test_failures_spread_over_more_than_the_window_do_not_open(shared_redis, monkeypatch):
+    clock = [1_000_000.0]
+    monkeypatch.setattr(breaker_module, "_now", lambda: clock[0])
+    (worker,) = two_workers(shared_redis, min_calls=4)[:1]
+    for _ in range(3):  # 3 calls, all failed: below the minimum
+        with pytest.raises(requests.ConnectionError):
+            worker.call(refused)
+    clock[0] += 10  # the window is 10 s: those 3 have left it
+    for _ in range(3):
+        with pytest.raises(requests.ConnectionError):
+            worker.call(refused)
+    assert worker.current_state == "closed"
+    clock[0] += 9  # still inside the window of the last three: the fourth opens it
+    with pytest.raises(requests.ConnectionError):
+        worker.call(refused)
+    assert worker.current_state == "open"
+
+
+def test_successes_counted_locally_reach_the_shared_window(shared_redis, monkeypatch):
+    clock = [2_000_000.0]
+    monkeypatch.setattr(breaker_module, "_now", lambda: clock[0])
+    worker_a, worker_b = two_workers(shared_redis, min_calls=4)
+    for _ in range(6):
+        assert worker_a.call(lambda: "ok") == "ok"
+    clock[0] += 1  # worker a's next call hands its 6 calls of the last second to Redis
+    assert worker_a.call(lambda: "ok") == "ok"
+    for _ in range(4):  # worker b: 4 failures of 10 calls in the window (without a's: 4 of 4)
+        with pytest.raises(UpstreamServerError):
+            worker_b.call(fail)
+    assert worker_b.current_state == "closed"
+    with pytest.raises(UpstreamServerError):  # 5 of 11: 45 %
+        worker_b.call(fail)
+    assert worker_b.current_state == "closed"
+    with pytest.raises(UpstreamServerError):  # 6 of 12: 50 %
+        worker_b.call(fail)
+    assert worker_a.current_state == worker_b.current_state == "open"
 
 
 def test_half_open_admits_exactly_one_probe_under_concurrency(fake, auth_headers):
@@ -159,7 +250,8 @@ def test_probe_failure_reopens(fake, client, auth_headers):
     trip(client, auth_headers, fake)
     breaker = upstreams.get("playlist").breaker
     elapse_reset_timeout()
-    assert client.get("/api/playlists", **auth_headers).status_code == 500  # the probe
+    assert client.get("/api/playlists", **auth_headers).status_code == 503  # the probe
+    assert len(fake.calls()) == FAIL_MAX + 1
     assert breaker.current_state == "open"
     breaker.reset_timeout = 60
     calls = len(fake.calls())
@@ -170,12 +262,14 @@ def test_probe_failure_reopens(fake, client, auth_headers):
 # -- two gateway workers sharing one breaker through the real Redis ---------------------------
 
 
-def two_workers(shared_redis, reset_timeout=60.0):
+def two_workers(shared_redis, reset_timeout=60.0, min_calls=FAIL_MAX):
     client, namespace = shared_redis
     return [
         UpstreamBreaker(
             name="playlist",
-            fail_max=FAIL_MAX,
+            failure_rate=0.5,
+            min_calls=min_calls,
+            window_seconds=10,
             reset_timeout=reset_timeout,
             redis=redis.Redis(connection_pool=client.connection_pool),
             namespace=namespace,
@@ -186,7 +280,11 @@ def two_workers(shared_redis, reset_timeout=60.0):
 
 
 def fail():
-    raise UpstreamServerError(Answer(500))
+    raise UpstreamServerError(Answer(503))
+
+
+def refused():
+    raise requests.ConnectionError("connection refused")
 
 
 def test_two_workers_agree_on_state_through_redis(shared_redis):
@@ -257,7 +355,9 @@ def test_one_probe_across_two_workers(shared_redis):
 def test_redis_down_breaker_acts_closed():
     breaker = UpstreamBreaker(
         name="playlist",
-        fail_max=FAIL_MAX,
+        failure_rate=0.5,
+        min_calls=FAIL_MAX,
+        window_seconds=10,
         reset_timeout=60,
         redis=redis.Redis(
             host="127.0.0.1", port=1, socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0)

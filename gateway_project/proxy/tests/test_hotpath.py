@@ -15,7 +15,7 @@ from proxy.breaker import BreakerOpenError, UpstreamBreaker, UpstreamServerError
 from proxy.tests.fake_upstream import Answer
 from proxy.throttling import GatewayUserThrottle
 
-FAIL_MAX = 3
+FAIL_MAX = 3  # failures in a row that open these breakers (3 calls, all failed)
 
 
 def cached_workers(shared_redis, seconds=60.0):
@@ -23,7 +23,9 @@ def cached_workers(shared_redis, seconds=60.0):
     return [
         UpstreamBreaker(
             name="playlist",
-            fail_max=FAIL_MAX,
+            failure_rate=0.5,
+            min_calls=FAIL_MAX,
+            window_seconds=10,
             reset_timeout=60.0,
             redis=redis.Redis(connection_pool=client.connection_pool),
             namespace=namespace,
@@ -35,7 +37,7 @@ def cached_workers(shared_redis, seconds=60.0):
 
 
 def fail():
-    raise UpstreamServerError(Answer(500))
+    raise UpstreamServerError(Answer(503))
 
 
 def test_cached_closed_state_skips_redis_until_it_expires(shared_redis):
@@ -58,7 +60,7 @@ def test_cached_closed_state_skips_redis_until_it_expires(shared_redis):
 def test_own_failures_drop_the_cached_state_at_once(shared_redis):
     (worker,) = cached_workers(shared_redis)[:1]
     assert worker.call(lambda: "warm") == "warm"
-    for _ in range(FAIL_MAX):
+    for _ in range(FAIL_MAX - 1):  # with the warm call: 3 calls, 2 failed
         with pytest.raises(UpstreamServerError):
             worker.call(fail)
     called = []

@@ -182,7 +182,8 @@ def test_request_hop_by_hop_headers_dropped_and_forwarding_headers_set(fake, cli
     headers = {k.lower(): v for k, v in fake.calls()[0].headers.items()}
     assert "x-secret-hop" not in headers and "te" not in headers
     assert headers["x-custom"] == "kept"
-    assert headers["x-forwarded-for"] == "10.0.0.1, 192.0.2.7"
+    # The client's own X-Forwarded-For is not passed on: only the address the gateway resolved.
+    assert headers["x-forwarded-for"] == "192.0.2.7"
     assert headers["x-forwarded-proto"] == "http"
     assert headers["x-forwarded-host"] == "testserver"
 
