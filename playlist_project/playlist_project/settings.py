@@ -27,6 +27,14 @@ MONGODB_DB = env_str("MONGODB_DB", "playlist")
 MONGODB_TIMEOUT_MS = env_int("MONGODB_TIMEOUT_MS", 2000)
 
 PLAYLIST_MAX_TRACKS = env_int("PLAYLIST_MAX_TRACKS", 1000)
+# Most live playlists one user may hold (a create beyond it answers 409 playlist_limit_reached).
+PLAYLIST_MAX_PER_USER = env_int("PLAYLIST_MAX_PER_USER", 500)
+# Byte budget of one list page: playlists (as JSON) are added while they fit, then the page
+# ends early and `next` continues from the first one left out. A page always holds at least
+# one playlist, so paging always advances.
+PLAYLIST_LIST_MAX_BYTES = env_int("PLAYLIST_LIST_MAX_BYTES", 2 * 1024 * 1024)
+# Cached GET answers are at most this big (as JSON); a bigger answer is built on every request.
+PLAYLIST_CACHE_MAX_BYTES = env_int("PLAYLIST_CACHE_MAX_BYTES", 256 * 1024)
 # Bound on any one publish (connect, write, publisher confirm) so a dead or hanging broker
 # never stalls the relay for long.
 PLAYLIST_PUBLISH_TIMEOUT = env_float("PLAYLIST_PUBLISH_TIMEOUT", 3.0)

@@ -4,6 +4,9 @@ Every key of a user carries that user's current *version token*; each write to t
 playlists replaces the token, so all their cached lists and details become unreachable at
 once (they expire by TTL). The token is random, not a counter, so a token that was evicted
 can never be re-issued and bring back stale entries.
+
+An answer bigger than ``PLAYLIST_CACHE_MAX_BYTES`` (as JSON) is served but never stored, so one
+client cannot fill the shared Redis (which never evicts) with a few huge answers.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import logging
 import uuid
 from typing import Any
 
+from django.conf import settings
 from django.core.cache import cache
 from django.utils.http import parse_etags
 
@@ -62,8 +66,13 @@ def get(key: str | None) -> dict[str, Any] | None:
 
 
 def put(key: str | None, data: Any) -> dict[str, Any]:
-    """Store an answer's data with its ETag; returns the entry even when the cache is down."""
-    value = {"etag": etag_for(data), "data": data}
+    """Store an answer's data with its ETag; returns the entry even when the cache is down or
+    the answer is too big to cache."""
+    body = _canonical_json(data)
+    value = {"etag": _etag(body), "data": data}
+    if key is not None and len(body) > settings.PLAYLIST_CACHE_MAX_BYTES:
+        logger.debug("playlist answer not cached: %d bytes", len(body))
+        key = None
     if key is not None:
         try:
             cache.set(key, value)
@@ -81,9 +90,17 @@ def invalidate_user(user_id: str) -> None:
         logger.warning("playlist cache invalidation failed: %s: %s", type(exc).__name__, exc)
 
 
+def _canonical_json(data: Any) -> bytes:
+    # ASCII-escaped: never fails on a lone surrogate, and at least as long as the UTF-8 form.
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), default=str).encode()
+
+
+def _etag(body: bytes) -> str:
+    return '"' + hashlib.sha256(body).hexdigest()[:40] + '"'
+
+
 def etag_for(data: Any) -> str:
-    body = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
-    return '"' + hashlib.sha256(body.encode()).hexdigest()[:40] + '"'
+    return _etag(_canonical_json(data))
 
 
 def matches(if_none_match: str | None, etag: str) -> bool:

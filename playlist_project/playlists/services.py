@@ -11,12 +11,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from bson import ObjectId
+from django.conf import settings
 from rest_framework.exceptions import ValidationError
 
 from common import events
 from playlists import cache, metrics
 from playlists.documents import Playlist, Track
-from playlists.exceptions import TRACK_OUT_OF_RANGE, PlaylistConflict
+from playlists.exceptions import TRACK_OUT_OF_RANGE, PlaylistConflict, PlaylistLimitReached
 from playlists.outbox import collection, entry, utcnow
 from playlists.selectors import playlist_get
 
@@ -68,7 +69,17 @@ def playlist_create(
     tracks: Sequence[dict[str, Any]] = (),
     request_id: str | None = None,
 ) -> Playlist:
-    """Insert a playlist with its PlaylistCreated event already in its outbox."""
+    """Insert a playlist with its PlaylistCreated event already in its outbox.
+
+    PlaylistLimitReached (nothing written) when the owner already has PLAYLIST_MAX_PER_USER
+    live playlists. The count and the insert are two operations: concurrent creates of one
+    user can pass the check together, so the limit can be exceeded by at most the number of
+    that user's creates in flight at once (bounded by the gateway's per-user rate limit).
+    """
+    max_playlists = settings.PLAYLIST_MAX_PER_USER
+    live = {"owner_id": owner_id, "deleted": False}
+    if collection().count_documents(live, limit=max_playlists) >= max_playlists:
+        raise PlaylistLimitReached(max_playlists=max_playlists)
     now = utcnow()
     playlist = Playlist(
         id=ObjectId(),

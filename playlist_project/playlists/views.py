@@ -6,6 +6,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from django.conf import settings
 from django.http import HttpResponseNotModified
 from drf_spectacular.utils import (
     OpenApiExample,
@@ -41,6 +42,11 @@ NOT_FOUND = OpenApiResponse(
 INVALID = OpenApiResponse(ValidationErrorSerializer, description="Invalid input; names the field.")
 CONFLICT = OpenApiResponse(
     ErrorSerializer, description="The playlist kept changing under this update."
+)
+LIMIT_REACHED = OpenApiResponse(
+    ErrorSerializer,
+    description="The caller already has the most playlists allowed (code "
+    "`playlist_limit_reached`); nothing was written.",
 )
 NOT_MODIFIED = OpenApiResponse(description="Unchanged since the ETag in If-None-Match.")
 ETAG_HEADER = OpenApiParameter(
@@ -86,6 +92,11 @@ PLAYLIST_EXAMPLE = OpenApiExample(
     response_only=True,
 )
 
+
+# Playlists read per round trip by a list: one can be ~1 MB and a page stops at its byte budget,
+# so a few at a time (measured on SecantusDB: 200 small playlists 0.06 s at 10, 0.10 s at 4;
+# a page of big ones reads 4 MB instead of 10 MB).
+LIST_BATCH_SIZE = 4
 
 # Documented bodies are JSON: tracks are nested objects, which form encodings cannot express
 # (the form parsers stay for the browsable API's HTML forms).
@@ -138,6 +149,9 @@ class PlaylistListCreateView(GenericAPIView):
         operation_id="playlists_list",
         summary="List my playlists",
         description="Newest first; `limit` 1-200 (default 50) and `offset` >= 0, else 400. "
+        "A page holds at most `limit` playlists and ends early when the next one would take "
+        "its JSON over the byte budget (2 MB by default; always at least one playlist): "
+        "follow `next` (null on the last page) rather than adding `limit` to `offset`. "
         "Answers carry an ETag; a matching If-None-Match answers 304.",
         parameters=[ETAG_HEADER],
         responses={
@@ -151,23 +165,42 @@ class PlaylistListCreateView(GenericAPIView):
     def get(self, request: Request) -> Any:
         paginator = self.paginator
         assert isinstance(paginator, PlaylistPagination)
-        paginator.validate(request)
+        limit, offset = paginator.validate(request)
+        max_bytes = settings.PLAYLIST_LIST_MAX_BYTES
 
         def build() -> Any:
-            page = paginator.paginate_queryset(self.get_queryset(), request, view=self)
-            data = PlaylistSerializer(page, many=True).data
-            return paginator.get_paginated_response(data).data
+            queryset = self.get_queryset()
+            # Read lazily, a few documents per round trip: the page stops at the budget
+            # without ever holding `limit` big playlists in memory.
+            items = queryset[offset : offset + limit].batch_size(LIST_BATCH_SIZE)
+            page = paginator.paginate_within_budget(
+                items,
+                count=queryset.count(),
+                request=request,
+                serialize=lambda playlist: _plain(PlaylistSerializer(playlist).data),
+                max_bytes=max_bytes,
+            )
+            return paginator.get_paginated_response(page).data
 
-        return _cached_answer(request, what=f"list {request.build_absolute_uri()}", build=build)
+        # Only what changes the answer is in the key (links carry only limit and offset): any
+        # other query string shares the entry instead of making a new one.
+        what = f"list {request.build_absolute_uri(request.path)} {limit} {offset} {max_bytes}"
+        return _cached_answer(request, what=what, build=build)
 
     @extend_schema(
         tags=[TAG],
         operation_id="playlists_create",
         summary="Create a playlist",
         request={JSON: PlaylistWriteSerializer},
-        responses={201: PlaylistSerializer, 400: INVALID, 401: UNAUTHORIZED},
+        responses={
+            201: PlaylistSerializer,
+            400: INVALID,
+            401: UNAUTHORIZED,
+            409: LIMIT_REACHED,
+        },
         examples=[CREATE_EXAMPLE, PLAYLIST_EXAMPLE],
-        description="Publishes PlaylistCreated.",
+        description="Publishes PlaylistCreated. At most 500 playlists per user by default "
+        "(409 `playlist_limit_reached` beyond).",
     )
     def post(self, request: Request) -> Response:
         serializer = PlaylistWriteSerializer(data=request.data)
