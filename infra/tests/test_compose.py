@@ -320,3 +320,16 @@ def test_images_are_pinned(services):
             continue
         image = spec["image"]
         assert ":" in image and not image.endswith(":latest"), f"{name}: pin {image}"
+
+
+def test_redis_has_a_memory_limit_and_never_evicts(services):
+    # Eviction could drop a revoked token (it would work again) or an open breaker's state.
+    words = command_words(services["redis"])
+    assert words[0] == "redis-server"
+    options = dict(zip(words[1::2], words[2::2], strict=False))
+    assert options["--maxmemory-policy"] == "noeviction"
+    limit = options["--maxmemory"]
+    default = re.fullmatch(r"\$\{REDIS_MAXMEMORY:-(\d+)(mb|gb)\}", limit)
+    assert default, limit
+    assert int(default.group(1)) > 0  # 0 would mean no limit at all
+    assert options["--appendonly"] == "yes"
