@@ -35,6 +35,9 @@ PLAYLIST_MAX_PER_USER = env_int("PLAYLIST_MAX_PER_USER", 500)
 PLAYLIST_LIST_MAX_BYTES = env_int("PLAYLIST_LIST_MAX_BYTES", 2 * 1024 * 1024)
 # Cached GET answers are at most this big (as JSON); a bigger answer is built on every request.
 PLAYLIST_CACHE_MAX_BYTES = env_int("PLAYLIST_CACHE_MAX_BYTES", 256 * 1024)
+# Bytes of answers one user may store in the cache per cache lifetime (CACHE_TTL_SECONDS); past
+# it their answers are built on every request, so many distinct pages cannot fill Redis.
+PLAYLIST_CACHE_USER_MAX_BYTES = env_int("PLAYLIST_CACHE_USER_MAX_BYTES", 1024 * 1024)
 # Bound on any one publish (connect, write, publisher confirm) so a dead or hanging broker
 # never stalls the relay for long.
 PLAYLIST_PUBLISH_TIMEOUT = env_float("PLAYLIST_PUBLISH_TIMEOUT", 3.0)

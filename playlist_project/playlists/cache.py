@@ -5,8 +5,9 @@ playlists replaces the token, so all their cached lists and details become unrea
 once (they expire by TTL). The token is random, not a counter, so a token that was evicted
 can never be re-issued and bring back stale entries.
 
-An answer bigger than ``PLAYLIST_CACHE_MAX_BYTES`` (as JSON) is served but never stored, so one
-client cannot fill the shared Redis (which never evicts) with a few huge answers.
+An answer bigger than ``PLAYLIST_CACHE_MAX_BYTES`` (as JSON) is served but never stored, and one
+user stores at most ``PLAYLIST_CACHE_USER_MAX_BYTES`` per cache lifetime, so no client can fill
+the shared Redis (which never evicts) with huge answers or with many distinct pages.
 """
 
 from __future__ import annotations
@@ -65,9 +66,9 @@ def get(key: str | None) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def put(key: str | None, data: Any) -> dict[str, Any]:
-    """Store an answer's data with its ETag; returns the entry even when the cache is down or
-    the answer is too big to cache."""
+def put(key: str | None, data: Any, *, user_id: str) -> dict[str, Any]:
+    """Store an answer's data with its ETag; returns the entry even when the cache is down, the
+    answer is too big to cache, or the user's cache budget is spent."""
     body = _canonical_json(data)
     value = {"etag": _etag(body), "data": data}
     if key is not None and len(body) > settings.PLAYLIST_CACHE_MAX_BYTES:
@@ -75,10 +76,20 @@ def put(key: str | None, data: Any) -> dict[str, Any]:
         key = None
     if key is not None:
         try:
-            cache.set(key, value)
+            if _within_user_budget(user_id, len(body)):
+                cache.set(key, value)
         except Exception as exc:
             logger.warning("playlist cache write failed: %s: %s", type(exc).__name__, exc)
     return value
+
+
+def _within_user_budget(user_id: str, size: int) -> bool:
+    """Count ``size`` against the bytes this user may cache per cache lifetime (the counter
+    lives as long as an entry), so at most about twice PLAYLIST_CACHE_USER_MAX_BYTES of one
+    user's answers are ever in Redis, however many distinct pages they ask for."""
+    key = f"playlists:n:{_user_key(user_id)}"
+    cache.add(key, 0)
+    return int(cache.incr(key, size)) <= settings.PLAYLIST_CACHE_USER_MAX_BYTES
 
 
 def invalidate_user(user_id: str) -> None:

@@ -119,10 +119,11 @@ def _request_id(request: Request) -> str | None:
 
 def _cached_answer(request: Request, *, what: str, build: Callable[[], Any]) -> Any:
     """A GET answer from the user's cache (or built and cached), with ETag / 304."""
-    key = cache.entry_key(_user_id(request), what)
+    user_id = _user_id(request)
+    key = cache.entry_key(user_id, what)
     entry = cache.get(key)
     if entry is None:
-        entry = cache.put(key, _plain(build()))
+        entry = cache.put(key, _plain(build()), user_id=user_id)
     response: Any
     if cache.matches(request.headers.get("If-None-Match"), entry["etag"]):
         response = HttpResponseNotModified()

@@ -151,6 +151,26 @@ def test_an_answer_over_the_cache_limit_is_served_but_not_cached(
 def test_cache_limit_default_is_256_kb_and_list_budget_2_mb():
     assert settings.PLAYLIST_CACHE_MAX_BYTES == 256 * 1024
     assert settings.PLAYLIST_LIST_MAX_BYTES == 2 * 1024 * 1024
+    assert settings.PLAYLIST_CACHE_USER_MAX_BYTES == 1024 * 1024
+
+
+def test_distinct_pages_stop_being_cached_at_the_users_budget(
+    alice, bob, make_playlist, redis_cache_settings, settings
+):
+    """Every (limit, offset) is a different answer; asking for many of them must not fill
+    Redis: past the user's byte budget, answers are built but not stored."""
+    for _ in range(3):
+        make_playlist(alice, tracks=["x" * 200] * 10)
+    settings.PLAYLIST_CACHE_USER_MAX_BYTES = 20_000
+    for limit in range(1, 41):
+        assert alice.get(f"/api/playlists?limit={limit}&offset=1").status_code == 200
+    stored = entry_keys(alice.user_id)
+    assert 0 < len(stored) < 40
+    assert sum(stored.values()) <= 20_000 * 1.5  # pickled entries: about their JSON size
+    # The budget is per user: bob still gets cached answers.
+    make_playlist(bob)
+    bob.get("/api/playlists")
+    assert len(entry_keys(bob.user_id)) == 1
 
 
 def test_the_attack_many_big_playlists_listed_with_junk_query_strings(
