@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from typing import Any
@@ -58,27 +59,36 @@ def _replace(match: re.Match[str]) -> str:
 
 
 # Every pattern above needs one of these words: most lines have none and skip the patterns
-# (a substring test is ~20 times cheaper than one case-insensitive regex search).
+# (one case-sensitive search of the lower-cased text is ~10 times cheaper than the patterns).
 _HINTS = (
     "passw", "pwd", "secret", "token", "authoriz", "cookie", "csrf", "signature", "apikey",
     "api_key", "api-key", "private", "credential", "refresh", "access", "session", "jwt",
     "bearer", "eyj", "v1=", "://",
 )  # fmt: skip
+_HINT_RE = re.compile("|".join(re.escape(hint) for hint in _HINTS))
 
 
 def redact(text: str) -> str:
     """``text`` with every secret the patterns know replaced by ``[redacted]``."""
-    lowered = text.lower()
-    if not any(hint in lowered for hint in _HINTS):
+    if _HINT_RE.search(text.lower()) is None:
         return text
     for pattern in _SECRET_PATTERNS:
         text = pattern.sub(_replace, text)
     return text
 
 
+@functools.lru_cache(maxsize=4096)  # field names repeat: every line has the same few
 def is_secret_name(name: str) -> bool:
     """True when a value stored under ``name`` (a field, key or header) is a secret."""
     return _SECRET_NAME_RE.fullmatch(name) is not None
+
+
+def _secret(value: Any) -> Any:
+    """The value of a secret-named field: redacted, unless it cannot hold a secret (a count,
+    a flag, a duration: ``token_ttl=900``, ``password_changed=True``)."""
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    return REDACTED
 
 
 def scrub(value: Any, *, depth: int = 0) -> Any:
@@ -95,7 +105,7 @@ def scrub(value: Any, *, depth: int = 0) -> Any:
         return REDACTED
     if isinstance(value, dict):
         cleaned = {
-            key: REDACTED
+            key: _secret(item)
             if isinstance(key, str) and is_secret_name(key)
             else scrub(item, depth=depth + 1)
             for key, item in value.items()
@@ -127,7 +137,7 @@ class ContextFilter(logging.Filter):
 
     Secrets go from the message (with its ``%`` arguments: a logged dict's repr too) and from
     every ``extra`` field; tracebacks and stack text are redacted by the formatters below,
-    which also make a last pass over the whole line.
+    which also check every field (JSON) or the whole line (text) once more.
     """
 
     def __init__(self, service: str = "") -> None:
@@ -148,14 +158,14 @@ class ContextFilter(logging.Filter):
                 record.msg, record.args = cleaned, None
         for key in record.__dict__.keys() - _RECORD_ATTRS:
             value = record.__dict__[key]
-            cleaned_value = REDACTED if is_secret_name(key) else scrub(value)
+            cleaned_value = _secret(value) if is_secret_name(key) else scrub(value)
             if cleaned_value is not value:
                 record.__dict__[key] = cleaned_value
         return True
 
 
 class _RedactingFormatter(logging.Formatter):
-    """Tracebacks and stacks redacted, then a last pass over the formatted line."""
+    """Tracebacks and stacks redacted as they are formatted."""
 
     def formatException(self, ei: Any) -> str:
         return redact(super().formatException(ei))
@@ -163,16 +173,14 @@ class _RedactingFormatter(logging.Formatter):
     def formatStack(self, stack_info: str) -> str:
         return redact(super().formatStack(stack_info))
 
-    def format(self, record: logging.LogRecord) -> str:
-        # Another handler's formatter may have cached the unredacted traceback in exc_text.
-        return redact(super().format(record))
-
 
 class TextFormatter(_RedactingFormatter):
     """One readable line: time level logger [request_id user] message key=value..."""
 
     def format(self, record: logging.LogRecord) -> str:
-        base = super().format(record)  # redacted
+        # A last pass over the line: another handler's formatter may have cached the
+        # unredacted traceback in exc_text, which logging.Formatter then reuses.
+        base = redact(super().format(record))
         ids = " ".join(
             f"{key}={getattr(record, key)}"
             for key in ("request_id", "user_id", "event_id")
@@ -181,8 +189,29 @@ class TextFormatter(_RedactingFormatter):
         return f"{base} {ids}".rstrip()
 
 
+_FORMATTED = frozenset({"exc_info", "stack_info"})
+_JSON_NATIVE = (str, bool, int, float, dict, list, tuple, type(None))
+
+
 class JsonFormatter(_RedactingFormatter, pythonjsonlogger.json.JsonFormatter):
-    """python-json-logger's JSON lines, with tracebacks redacted and a last pass per line."""
+    """python-json-logger's JSON lines; every field is checked again just before it is
+    serialised (field by field, so the line stays valid JSON)."""
+
+    def process_log_record(self, log_data: dict[str, Any]) -> dict[str, Any]:
+        # The message and the extra fields were scrubbed by ContextFilter; what is left is a
+        # secret-named field, a traceback cached unredacted by another handler's formatter,
+        # and objects written by their str() (such as Django's request).
+        for key, value in log_data.items():
+            if is_secret_name(key):
+                log_data[key] = _secret(value)
+            elif key in _FORMATTED and isinstance(value, str):
+                log_data[key] = redact(value)
+            elif not isinstance(value, _JSON_NATIVE):
+                text = str(value)
+                redacted = redact(text)
+                if redacted != text:
+                    log_data[key] = redacted
+        return log_data
 
 
 def logging_config(*, service: str, level: str = "INFO", fmt: str = "json") -> dict[str, Any]:

@@ -107,6 +107,8 @@ def test_extra_fields_are_redacted(capture, fmt):
             "items": [{"token": JWT}, f"refresh={REFRESH}"],
             "note": f"client sent Authorization: Bearer {JWT}",
             "username": "ada",
+            "token_ttl": 900,  # numbers and flags cannot hold a secret: kept
+            "password_changed": True,
         },
     )
     _assert_clean(stream.getvalue())
@@ -116,6 +118,7 @@ def test_extra_fields_are_redacted(capture, fmt):
         assert line["headers"] == {"Cookie": REDACTED, "Accept": "application/json"}
         assert line["payload"] == {"user": {"name": "ada", "current_password": REDACTED}}
         assert line["username"] == "ada"  # what is not a secret stays readable
+        assert (line["token_ttl"], line["password_changed"]) == (900, True)
 
 
 class TokenError(Exception):
