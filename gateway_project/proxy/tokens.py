@@ -42,6 +42,7 @@ from django.core.signals import setting_changed
 from django.dispatch import receiver
 from redis.commands.core import Script
 
+from common.parsers import json_depth_exceeds
 from proxy import metrics, throttling
 from proxy.exceptions import TOKEN_REVOKED, InvalidToken, KeysUnavailable, RevocationUnavailable
 
@@ -179,12 +180,20 @@ def _remember(token: str, claims: dict[str, Any]) -> None:
         _verified[token] = claims
 
 
+_HEADER_MAX_DEPTH = 4
+
+
 def _header(token: str) -> dict[str, Any]:
     """The JOSE header, parsed cheaply (``jwt.decode`` validates the whole token after)."""
     segment = token.split(".", 1)[0]
     try:
-        header = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
-    except (ValueError, TypeError) as exc:
+        raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)).decode()
+        # A JOSE header is one flat object: nested JSON would only make json.loads recurse
+        # (a few KB of brackets raise RecursionError, a 500).
+        if json_depth_exceeds(raw, _HEADER_MAX_DEPTH):
+            raise InvalidToken()
+        header = json.loads(raw)
+    except (ValueError, TypeError, RecursionError) as exc:
         raise InvalidToken() from exc
     if not isinstance(header, dict):
         raise InvalidToken()
