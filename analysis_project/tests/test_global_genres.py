@@ -9,6 +9,7 @@ while one user's text (a name, an insult, an advert) never does, however often t
 from __future__ import annotations
 
 import importlib
+import os
 import threading
 
 import pytest
@@ -17,7 +18,6 @@ from analysis.models import GenrePlays, UserGenrePlays
 from analysis.selectors import genre_min_users
 from analysis.services import event_parse, event_process, events_process
 from django.apps import apps
-from django.conf import settings
 from django.core.cache import cache
 from django.db import connections
 from django.test import override_settings
@@ -52,8 +52,16 @@ def users_of(genre):
     return GenrePlays.objects.get(genre=genre).users
 
 
+@pytest.fixture(autouse=True)
+def _three_users():
+    """These tests are about the default threshold, whatever the environment sets."""
+    with override_settings(ANALYSIS_GENRE_MIN_USERS=3):
+        yield
+
+
+@pytest.mark.skipif("ANALYSIS_GENRE_MIN_USERS" in os.environ, reason="set in the environment")
 def test_the_default_threshold_is_three_distinct_users():
-    assert settings.ANALYSIS_GENRE_MIN_USERS == 3
+    assert importlib.import_module("analysis_project.settings").ANALYSIS_GENRE_MIN_USERS == 3
     assert genre_min_users() == 3
 
 
