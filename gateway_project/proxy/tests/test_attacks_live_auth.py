@@ -1,10 +1,13 @@
-"""Issue 12, item 1, performed: a deeply nested login body through the gateway to the real auth
-service (gunicorn, its own PostgreSQL database) must not open the auth breaker for everyone.
+"""Attacks through the gateway on the real auth service (gunicorn, its own PostgreSQL database).
 
-Before the fix, DRF's JSONParser raised RecursionError on ``{"username": [[[[...]]]]}`` (5,000
+Issue 12, item 1: a deeply nested login body must not open the auth breaker for everyone. Before
+the fix, DRF's JSONParser raised RecursionError on ``{"username": [[[[...]]]]}`` (5,000
 levels, ~10 KB): auth answered 500, the gateway counted it, and a few such requests made login,
 register and refresh answer 503 to every user. Now: 400 from auth's parser, no breaker failure,
 and login keeps working.
+
+Issue 12, item 6: behind a load balancer (``GATEWAY_NUM_PROXIES=1``) auth's per-address login
+limits stay per client, and a client's spoofed X-Forwarded-For does not change its address.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from pathlib import Path
 import psycopg
 import pytest
 import requests
+from django.conf import settings
 from django.test import Client, override_settings
 
 import manage_all
@@ -151,3 +155,37 @@ def test_deep_login_bodies_are_400_and_never_open_the_auth_breaker(gateway_to_au
     assert login.status_code == 200, login.content
     assert login.json()["token"]
     assert os.environ.get("REDIS_URL")  # the breaker state above was the shared Redis one
+
+
+def test_behind_a_load_balancer_login_limits_stay_per_client(gateway_to_auth):
+    """Auth's failed-login limit per username + address (5/min) through the gateway, with one
+    trusted proxy (10.0.0.5) in front. Before the gateway resolved the address itself, auth saw
+    the balancer's address for everyone: one client locked the account for all clients."""
+    client = Client()
+    username = f"lb_{uuid.uuid4().hex[:8]}"
+    password = "correct horse battery staple 42"
+    credentials = {"username": username, "password": password}
+    assert (
+        client.post("/api/auth/register", credentials, content_type="application/json").status_code
+        == 201
+    )
+    wrong = {"username": username, "password": "wrong password"}
+
+    def login(body, forwarded_for):
+        return client.post(
+            "/api/auth/login",
+            body,
+            content_type="application/json",
+            REMOTE_ADDR="10.0.0.5",
+            HTTP_X_FORWARDED_FOR=forwarded_for,
+        )
+
+    rest_framework = {**settings.REST_FRAMEWORK, "NUM_PROXIES": 1}
+    with override_settings(REST_FRAMEWORK=rest_framework):
+        statuses = [login(wrong, "198.51.100.1").status_code for _ in range(10)]
+        assert statuses[0] == 401 and 429 in statuses, statuses  # the guesser is held back
+        # The same guesser claiming another address in front of the balancer's entry: still it.
+        assert login(credentials, "198.51.100.2, 198.51.100.1").status_code == 429
+        # Another client behind the same balancer signs in.
+        response = login(credentials, "198.51.100.2")
+        assert response.status_code == 200, response.content
