@@ -209,8 +209,10 @@ def _answer_read(response: Any, *, limit: int) -> bytes:
             size += len(chunk)
             if size > limit:
                 raise UpstreamAnswerTooLarge(size=None, limit=limit)
-    except UpstreamAnswerTooLarge:
-        response.close()  # the rest stays unread: this connection cannot be reused
+    except BaseException:
+        # Too large, or the read failed: the rest stays unread, so the connection cannot be
+        # reused (closed before it goes back to the pool).
+        response.close()
         raise
     finally:
         response.release_conn()
