@@ -4,8 +4,8 @@ Design decisions:
 
 * **pybreaker for state, our own admission.** ``pybreaker.CircuitBreaker.call`` holds one
   process-wide lock for the whole guarded call, which would serialise every proxied request of a
-  worker. ``UpstreamBreaker.call`` therefore reads the state itself (one Redis round trip for
-  state and failure counter together) and calls the upstream without any lock; transitions still
+  worker. ``UpstreamBreaker.call`` therefore reads the state itself (one Redis GET, or none
+  while a "closed" answer is cached) and calls the upstream without any lock; transitions still
   go through pybreaker's ``open()`` / ``half_open()`` / ``close()`` so its storage layout
   (``CircuitRedisStorage``: state, opened_at) and its listeners are used unchanged; its
   consecutive-failure counter is not used.
@@ -28,9 +28,9 @@ Design decisions:
   window's buckets back in one pipelined round trip, then decides. Successes cost no round
   trip of their own: each worker counts them locally per second and adds them to Redis when
   its second changes (one pipelined write per worker per second at most) or with its next
-  failure; at the moment a failure is judged, other workers' calls of the current second may
-  not be counted yet (the rate then errs a little towards opening). Closing after a probe
-  clears the window.
+  failure; at the moment a failure is judged, other workers' calls of their current second
+  (or of their last busy second, for a worker idle since) may not be counted yet, so the rate
+  errs a little towards opening. Closing after a probe clears the window.
 * **Closed state cached per worker.** With ``state_cache_seconds`` > 0 (the gateway uses
   ``BREAKER_STATE_CACHE_SECONDS``, 0.5 s by default) a worker that read "closed" trusts that
   answer for that long instead of asking Redis on every request (one Redis round trip less per
