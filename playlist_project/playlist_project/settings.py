@@ -60,6 +60,8 @@ HEALTH_CHECKS = [
 ]
 
 REST_FRAMEWORK["DEFAULT_PAGINATION_CLASS"] = "playlists.pagination.PlaylistPagination"  # type: ignore[name-defined]  # noqa: F821
+# common's error handler, plus MongoDB unreachable -> 503 + Retry-After.
+REST_FRAMEWORK["EXCEPTION_HANDLER"] = "playlists.exceptions.exception_handler"  # type: ignore[name-defined]  # noqa: F821
 SPECTACULAR_SETTINGS.update(  # type: ignore[name-defined]  # noqa: F821
     {
         "TITLE": "Playlist service",

@@ -1,6 +1,15 @@
 """Declarative HTTP errors of the playlist service; tests import the messages."""
 
+import logging
+from typing import Any
+
+from pymongo.errors import ConnectionFailure
 from rest_framework import exceptions, status
+from rest_framework.response import Response
+
+from common.errors import exception_handler as common_exception_handler
+
+logger = logging.getLogger(__name__)
 
 PLAYLIST_NOT_FOUND = "Playlist not found."
 PLAYLIST_CONFLICT = "The playlist changed while this request was applied; try again."
@@ -8,6 +17,8 @@ TRACK_OUT_OF_RANGE = "No track at this index in the playlist."
 LIMIT_INVALID = "Must be an integer between 1 and {max_limit}."
 OFFSET_INVALID = "Must be an integer of at least 0."
 PLAYLIST_LIMIT = "You already have {max_playlists} playlists, the most allowed; delete one first."
+STORE_UNAVAILABLE = "The playlist store is unavailable; try again shortly."
+STORE_RETRY_AFTER_SECONDS = 5
 
 
 class PlaylistNotFound(exceptions.NotFound):
@@ -34,3 +45,27 @@ class PlaylistLimitReached(exceptions.APIException):
 
     def __init__(self, *, max_playlists: int) -> None:
         super().__init__(detail=PLAYLIST_LIMIT.format(max_playlists=max_playlists))
+
+
+class StoreUnavailable(exceptions.APIException):
+    """MongoDB could not be reached (no server, a dropped connection, a timeout)."""
+
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = STORE_UNAVAILABLE
+    default_code = "store_unavailable"
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """common's handler, plus: MongoDB unreachable is a 503 with Retry-After, not a 500.
+
+    A write refused this way was not acknowledged; if the connection dropped after MongoDB
+    applied it, the change and its event are both there (one single-document write), so the
+    event is still published and counted once.
+    """
+    if isinstance(exc, ConnectionFailure):  # AutoReconnect, NetworkTimeout, server selection
+        logger.warning("playlist store unavailable: %s", type(exc).__name__)
+        response = common_exception_handler(StoreUnavailable(), context)
+        if response is not None:
+            response["Retry-After"] = str(STORE_RETRY_AFTER_SECONDS)
+        return response
+    return common_exception_handler(exc, context)
