@@ -296,6 +296,9 @@ def mongodb(state: Path, binaries: Binaries, *, port: int) -> LocalServer:
         "WARNING",
         "--cache-size",
         "256M",
+        # A standalone server, as Compose's mongod: by default SecantusDB advertises a one-node
+        # replica set, and drivers then connect to the address it advertises, not the one given.
+        "--standalone",
     ]
     return LocalServer(
         name="mongodb", argv=argv, port=port, data_dir=data, url=f"mongodb://127.0.0.1:{port}"
