@@ -9,6 +9,7 @@ prefix), a Redis key prefix and a database on the run's SecantusDB server.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import sys
@@ -51,8 +52,15 @@ def _admin_connection(pg_url: str) -> psycopg.Connection:
     return psycopg.connect(pg_url, autocommit=True)
 
 
-@pytest.fixture(scope="session")
-def platform():
+@contextlib.contextmanager
+def start_platform(route=None, extra: dict[str, str] | None = None):
+    """The whole platform on this run's slices of the real servers.
+
+    ``route(kind, url)`` may replace the URL the services get for a server (``postgres``,
+    ``redis``, ``amqp``, ``mongodb``), e.g. with a fault-injecting proxy's; set-up and clean-up
+    always use the real one.
+    """
+    route = route or (lambda _kind, url: url)
     pg = server_url("postgres")
     redis = server_url("redis")
     mongodb = server_url("mongodb")
@@ -65,7 +73,7 @@ def platform():
     with _admin_connection(pg) as conn:
         for name in databases.values():
             conn.execute(f'CREATE DATABASE "{name}"')
-    base = pg.rsplit("/", 1)[0]
+    base = route("postgres", pg).rsplit("/", 1)[0]
     ports = {
         name: free_port()
         for name in (*manage_all.SERVICES, "flower", "analysis-worker", "playlist-relay")
@@ -78,27 +86,32 @@ def platform():
         "LOG_LEVEL": "INFO",
         "AUTH_DATABASE_URL": f"{base}/{databases['auth']}",
         "ANALYSIS_DATABASE_URL": f"{base}/{databases['analysis']}",
-        "REDIS_URL": redis,
-        "CELERY_BROKER_URL": broker,
-        "MONGODB_URI": mongodb,
+        "REDIS_URL": route("redis", redis),
+        "CELERY_BROKER_URL": route("amqp", broker),
+        "MONGODB_URI": route("mongodb", mongodb),
         "MONGODB_DB": f"ms_e2e_playlist_{suffix}",
         "WEB_CONCURRENCY": "2",
         # Every test registers and logs in from 127.0.0.1: the per-IP throttles (tested in the
         # auth suite) would refuse the suite's own traffic.
         "REGISTER_THROTTLE_RATE_IP": "1000/min",
         "LOGIN_THROTTLE_RATE_IP": "1000/min",
+        # Likewise the gateway's per-IP and per-user rates (tested in the gateway suite): the
+        # attack and fault suites send thousands of requests from one address and user.
+        "GATEWAY_ANON_RATE": "100000/min",
+        "GATEWAY_USER_RATE": "100000/min",
         "GUNICORN_THREADS": "4",
         "FLOWER_PORT": str(ports["flower"]),
         "ANALYSIS_WORKER_METRICS_PORT": str(ports["analysis-worker"]),
         "PLAYLIST_RELAY_METRICS_PORT": str(ports["playlist-relay"]),
         **{f"{name.upper()}_PORT": str(port) for name, port in ports.items() if "-" not in name},
+        **(extra or {}),
     }
     state.mkdir(parents=True, exist_ok=True)
-    manage_all.prepare(overrides)
-    specs = manage_all.platform_specs(overrides)
-    running = manage_all.Platform(specs, echo=False, log_dir=ARTIFACTS / "logs" / suffix)
-    running.start()
+    running = manage_all.Platform([], echo=False, log_dir=ARTIFACTS / "logs" / suffix)
     try:
+        manage_all.prepare(overrides)
+        running.add(manage_all.platform_specs(overrides))
+        running.start()
         running.wait_healthy(timeout=120)
         yield RunningPlatform(running, ports, overrides)
     finally:
@@ -107,6 +120,12 @@ def platform():
         with _admin_connection(pg) as conn:
             for name in databases.values():
                 conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def platform():
+    with start_platform() as running:
+        yield running
 
 
 @pytest.fixture
