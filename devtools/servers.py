@@ -177,7 +177,7 @@ def postgres(state: Path, binaries: Binaries, *, port: int, durable: bool = True
             _traversable(binaries.pg_bin)
             os.chown(data, *owner)
         data.chmod(0o700)
-        subprocess.run(
+        made = subprocess.run(
             [
                 str(binaries.pg_bin / "initdb"),
                 "-D",
@@ -188,11 +188,14 @@ def postgres(state: Path, binaries: Binaries, *, port: int, durable: bool = True
                 "--encoding=UTF8",
                 "--no-instructions",
             ],
-            check=True,
+            check=False,
             capture_output=True,
+            text=True,
             user=owner[0] if owner else None,
             group=owner[1] if owner else None,
         )
+        if made.returncode != 0:
+            raise ServerError(f"initdb could not create {data}: {made.stderr.strip()[-500:]}")
     _check_stale_pid(data / "postmaster.pid", "PostgreSQL")
     argv = [
         str(binaries.pg_bin / "postgres"),
