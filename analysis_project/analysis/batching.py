@@ -3,15 +3,16 @@
 Celery hands every message of the event task to :func:`batch_strategy` (``EventTask.Strategy``)
 in the worker's main process. First deliveries of well-formed envelopes are buffered and
 counted in batches (:func:`analysis.services.events_process`: one transaction, one bulk insert
-of the event ids, one upsert per counter table, one cache ``delete_many``), and each message
-is acknowledged only after its batch committed and the cache was invalidated (at-least-once).
+of the event ids, one upsert per counter table, then the cache invalidation, whose failure is
+logged and counted, never raised), and each message is acknowledged only after its batch
+committed (at-least-once).
 Everything else takes Celery's ordinary per-message path (``handle_event`` in the pool with
 its retries, dead-lettering, logs and Flower task events):
 
 - a malformed envelope or an unknown type (the task rejects it into the dead-letter queue);
 - a retry (``retries`` header) or a message with an ETA;
-- every message of a batch that failed (database or cache unavailable, a deadlock twice, a
-  bug): processed one by one, so a bad message cannot hold the others back and the
+- every message of a batch that failed (database unavailable, a deadlock twice, a bug):
+  processed one by one, so a bad message cannot hold the others back and the
   per-message retry policy applies. Counters that the batch committed are not counted
   again (the event ids are recorded in the same transaction).
 

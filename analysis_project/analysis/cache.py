@@ -2,7 +2,9 @@
 
 Reads go to the cache first and to the database on a miss; when the cache itself fails
 (Redis down) they go to the database and count a ``fallback``, never a 500. The worker
-invalidates the keys a change touches right after its transaction commits.
+invalidates the keys a change touches right after its transaction commits; when that fails
+(Redis down) the event stays counted (no retry, no dead letter), the failure is logged and
+counted, and the old entries are served until their TTL (``CACHE_TTL_SECONDS``) ends.
 
 Invalidation bumps a generation counter per key instead of deleting the value. A plain delete
 has a race: a reader that loaded from the database just before the commit could store the old
@@ -72,19 +74,40 @@ def cache_read_through(*, key: str, load: Callable[[], T]) -> T:
     metrics.cache_requests.labels(result=metrics.MISS).inc()
     value = load()
     try:
+        # Always with the cache's TTL (never timeout=None): an entry whose invalidation failed
+        # (Redis down after a commit) is served stale for at most CACHE_TTL_SECONDS.
         cache.set(key, (generation, value))
     except CACHE_ERRORS as exc:
         logger.warning("cache unavailable, value not stored: %s", exc)
     return value
 
 
-def cache_invalidate(*, keys: Iterable[str]) -> None:
-    """Make the values of ``keys`` stale; raises when the cache is unreachable (the worker
-    retries)."""
-    for key in keys:
-        generation_key = _generation_key(key)
-        try:
-            cache.incr(generation_key)
-        except ValueError:  # no counter yet: start one (add() is atomic; a racing incr wins)
-            if not cache.add(generation_key, 1, timeout=None):
+def cache_invalidate(*, keys: Iterable[str]) -> bool:
+    """Make the values of ``keys`` stale; False (logged, counted in
+    ``analysis_cache_invalidation_failures_total``) when the cache failed. Never raises: it runs
+    after the counters committed, and an event already counted must not be retried or
+    dead-lettered because Redis was down.
+
+    A key whose generation could not be bumped keeps serving its current entry, but only until
+    that entry expires: every entry is stored with the cache's TTL (``CACHE_TTL_SECONDS``), so
+    the next read after it loads the committed value. Generation counters never expire, so a
+    bump that did happen is never undone."""
+    keys = list(keys)
+    try:
+        for key in keys:
+            generation_key = _generation_key(key)
+            try:
                 cache.incr(generation_key)
+            except ValueError:  # no counter yet: start one (add() is atomic; a racing incr wins)
+                if not cache.add(generation_key, 1, timeout=None):
+                    cache.incr(generation_key)
+    except CACHE_ERRORS as exc:
+        # Stop at the first failure: each further key would wait for the socket timeout too.
+        metrics.cache_invalidation_failures.inc()
+        logger.warning(
+            "cache unavailable after the commit, %d key(s) stay stale until they expire: %s",
+            len(keys),
+            exc,
+        )
+        return False
+    return True

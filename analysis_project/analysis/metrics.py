@@ -39,6 +39,11 @@ cache_requests = Counter(
     "Reads of the analysis cache, by result (hit, miss, fallback when the cache failed).",
     ["result"],
 )
+cache_invalidation_failures = Counter(
+    "analysis_cache_invalidation_failures_total",
+    "Cache invalidations after a commit that failed (Redis down): the events stay counted, "
+    "the keys' old entries are served until their TTL (CACHE_TTL_SECONDS) ends.",
+)
 
 
 def type_label(event_type: object) -> str:

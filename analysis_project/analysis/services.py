@@ -80,8 +80,8 @@ def _user_deleted(*, user_id: str) -> None:
         )
 
 
-# Keys an event type touches, also invalidated on a duplicate: a redelivery after a failed
-# invalidation completes it.
+# Keys an event type touches, also invalidated on a duplicate: a redelivery after a worker
+# died between the commit and the invalidation completes it.
 _KEYS: dict[str, Callable[[str], list[str]]] = {
     events.PLAYLIST_CREATED: lambda user_id: [summary_key(user_id)],
     events.PLAYLIST_UPDATED: lambda user_id: [summary_key(user_id)],
@@ -147,10 +147,11 @@ def events_process(*, events: Sequence[ParsedEvent]) -> list[str]:
     The records of the events (a bulk insert that skips event ids already recorded, so a
     second delivery of an ``event_id`` changes nothing) and their counter changes (one
     atomic upsert per table, ``col = col + n``) commit together. Right after the commit the
-    cache keys of every event of the batch (duplicates too: a redelivery after a failed
-    invalidation completes it) are deleted in one call; a cache failure then raises, so the
-    caller retries and the retry, a duplicate, invalidates again. Database errors raise
-    before anything is committed.
+    cache keys of every event of the batch (duplicates too: a redelivery of an event whose
+    worker died between the commit and the invalidation completes it) are invalidated; a
+    cache failure then is logged and counted, never raised (the events are counted: a retry
+    or a dead letter would be wrong; the stale entries expire with the cache TTL). Database
+    errors raise before anything is committed.
     """
     if not events:
         return []
@@ -358,16 +359,17 @@ def _upsert(
 
 
 def _committed(done: list[tuple[ParsedEvent, str]]) -> None:
-    """After the commit: invalidate the batch's cache keys (one call), then count and log."""
-    try:
-        keys: dict[str, None] = {}
-        for event, _ in done:
-            keys.update(dict.fromkeys(event.cache_keys()))
-        cache_invalidate(keys=keys)
-    finally:
-        # The counters committed whatever the cache did: count them (a cache failure
-        # still raises, so the caller retries and the retry is a duplicate).
-        _count_and_log(done)
+    """After the commit: invalidate the batch's cache keys (one call), then count and log.
+
+    Nothing here raises into the worker: the counters are committed, so a retry or a dead
+    letter would only report as failed an event that was counted. A failed invalidation is
+    logged and counted by :func:`cache_invalidate` (the stale entries expire with their TTL).
+    """
+    keys: dict[str, None] = {}
+    for event, _ in done:
+        keys.update(dict.fromkeys(event.cache_keys()))
+    cache_invalidate(keys=keys)
+    _count_and_log(done)
 
 
 def _count_and_log(done: list[tuple[ParsedEvent, str]]) -> None:

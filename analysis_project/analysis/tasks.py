@@ -2,10 +2,12 @@
 
 At-least-once delivery (late acks, reject on worker lost) with idempotency by ``event_id``;
 first deliveries are batched by the worker (analysis.batching), acknowledged after their batch
-committed. Transient errors (database or cache unavailable) retry with exponential backoff
-and jitter; a malformed or unknown event, or one that still fails after the last retry, is
-rejected without requeue, so RabbitMQ dead-letters it to ``analysis.events.dlq`` (on Redis,
-which cannot, the worker copies it there).
+committed. Transient database errors retry with exponential backoff and jitter (the cache is
+touched only after the commit, where a failure is logged and counted, never raised: an event
+already counted is never retried or dead-lettered because Redis was down). A malformed or
+unknown event, or one that still fails after the last retry, is rejected without requeue, so
+RabbitMQ dead-letters it to ``analysis.events.dlq`` (on Redis, which cannot, the worker copies
+it there).
 """
 
 from __future__ import annotations
@@ -20,17 +22,12 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
 from analysis import metrics
-from analysis.cache import CACHE_ERRORS
 from analysis.services import event_process
 from common.events import ANALYSIS_TASK, InvalidEnvelope
 
 logger = logging.getLogger(__name__)
 
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
-    OperationalError,
-    InterfaceError,
-    *CACHE_ERRORS,
-)
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (OperationalError, InterfaceError)
 
 
 def _ids(args: Any) -> dict[str, Any]:

@@ -6,6 +6,7 @@ import pytest
 from analysis.cache import GLOBAL_GENRES_KEY, cache_invalidate, cache_read_through, summary_key
 from analysis.models import UserStats
 from analysis.services import event_process
+from django.conf import settings
 from django.core.cache import cache
 from django.test import override_settings
 from prometheus_client import REGISTRY
@@ -189,6 +190,75 @@ def test_redis_unreachable_reads_come_from_the_database(api, process, redis_url)
     assert genres.status_code == 200
     assert genres.json() == [{"genre": "rock", "plays": 1}]
     assert cache_requests("fallback") == before + 2
+
+
+def dead_cache_settings() -> dict:
+    return {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": f"redis://127.0.0.1:{free_port()}/0",  # nothing listens there
+            "KEY_PREFIX": "dead",
+            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.3, "SOCKET_TIMEOUT": 0.3},
+        }
+    }
+
+
+def invalidation_failures() -> float:
+    return REGISTRY.get_sample_value("analysis_cache_invalidation_failures_total") or 0.0
+
+
+def test_redis_failing_after_the_commit_counts_the_event_once_and_raises_nothing(
+    api, django_capture_on_commit_callbacks
+):
+    """The event is committed before the cache is touched: a Redis failure then must not reach
+    the worker (which would retry, then dead-letter, an event already counted). It is logged
+    and counted; the entry it left current is served at most for the cache's TTL."""
+    assert api("u1").get("/api/analysis").json()["plays"] == 0  # cached with 0 plays
+    event = envelope(TRACK_PLAYED, "u1", genre="rock")
+    failures = invalidation_failures()
+    ok = REGISTRY.get_sample_value(
+        "analysis_events_processed_total", {"type": TRACK_PLAYED, "outcome": "ok"}
+    )
+    with (
+        override_settings(CACHES=dead_cache_settings()),
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        assert event_process(envelope=event) == "ok"  # no exception: nothing to retry
+    assert invalidation_failures() == failures + 1
+    assert (
+        REGISTRY.get_sample_value(
+            "analysis_events_processed_total", {"type": TRACK_PLAYED, "outcome": "ok"}
+        )
+        == (ok or 0) + 1
+    )
+    assert UserStats.objects.get(user_id="u1").plays == 1
+    # A redelivery is a duplicate: still one play.
+    with django_capture_on_commit_callbacks(execute=True):
+        assert event_process(envelope=event) == "duplicate"
+    assert UserStats.objects.get(user_id="u1").plays == 1
+
+
+def test_an_entry_left_current_by_a_failed_invalidation_expires_with_the_ttl(
+    api, django_capture_on_commit_callbacks
+):
+    key = summary_key("u2")
+    assert api("u2").get("/api/analysis").json()["plays"] == 0  # cached before the event
+    with (
+        override_settings(CACHES=dead_cache_settings()),
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        event_process(envelope=envelope(TRACK_PLAYED, "u2", genre="rock"))
+    # Redis is back; the generation bump was lost, so the old entry is still current: stale
+    # (documented), but only until it expires. Every entry carries the cache's TTL.
+    assert api("u2").get("/api/analysis").json()["plays"] == 0
+    ttl = cache.ttl(key)
+    assert ttl is not None and 0 < ttl <= settings.CACHES["default"]["TIMEOUT"]
+    cache.delete(key)  # what its expiry does
+    assert api("u2").get("/api/analysis").json()["plays"] == 1
+    # A value stored after the failed bump is tagged with the (unchanged) generation and gets
+    # the TTL too: never served forever.
+    ttl = cache.ttl(key)
+    assert ttl is not None and 0 < ttl <= settings.CACHES["default"]["TIMEOUT"]
 
 
 def test_browsable_api_renders(api):

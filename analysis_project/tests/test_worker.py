@@ -221,11 +221,14 @@ def test_worker_killed_with_sigkill_mid_batch_counts_exactly_after_restart(start
     assert_counts(expected)
 
 
-def test_transient_cache_failure_retries_then_dead_letters_without_double_counting(
+def test_redis_failing_after_the_commit_neither_retries_nor_dead_letters(
     start_worker, publisher, queues
 ):
+    """Redis down when the worker invalidates the cache after its commit: the event was counted,
+    so it is acknowledged (no retry, nothing in the dead-letter queue), counted once, and the
+    failed invalidation is logged and counted (issue 13, scenario 4)."""
     worker = start_worker(
-        "retry",
+        "no-redis",
         REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",  # nothing listens there
         ANALYSIS_TASK_MAX_RETRIES="2",
         ANALYSIS_TASK_RETRY_BACKOFF="1",
@@ -233,32 +236,32 @@ def test_transient_cache_failure_retries_then_dead_letters_without_double_counti
     )
     event = envelope(TRACK_PLAYED, "u9", genre="rock")
     publish_envelope(publisher, event)
-    dead = read_queue(queues, ANALYSIS_DLQ, expect=1, timeout=40)
-    assert len(dead) == 1
-    assert json.loads(dead[0].body)[0][0]["event_id"] == event["event_id"]
-    # The retries (new messages) kept the context headers for the worker's log lines.
-    assert dead[0].headers["event_id"] == event["event_id"]
-    assert dead[0].headers["retries"] == 2
-    # The counters committed once; the two retries were duplicates.
-    assert UserStats.objects.get(user_id="u9").plays == 1
-    assert GenrePlays.objects.get(genre="rock").plays == 1
 
     def sample(outcome: str) -> float:
         return worker.sample("analysis_events_processed_total", type=TRACK_PLAYED, outcome=outcome)
 
+    wait_for(lambda: sample("ok") == 1, timeout=30, what=f"ok metric in\n{worker.metrics()}")
     wait_for(
-        lambda: sample("dead_lettered") == 1,
+        lambda: worker.sample("analysis_cache_invalidation_failures_total") == 1,
         timeout=10,
-        what=f"dead_lettered metric in\n{worker.metrics()}",
+        what=f"the invalidation failure metric in\n{worker.metrics()}",
     )
-    # The batch committed (ok) but could not invalidate, so its message went the one-by-one
-    # way: a duplicate that retried twice (duplicates again) before it was dead-lettered.
-    assert (sample("ok"), sample("retried"), sample("duplicate")) == (1, 2, 3)
+    # Longer than the retries and their backoff would have taken before the fix.
+    assert read_queue(queues, ANALYSIS_DLQ, expect=1, timeout=6) == []
+    assert (sample("ok"), sample("retried"), sample("duplicate"), sample("dead_lettered")) == (
+        1,
+        0,
+        0,
+        0,
+    )
+    assert UserStats.objects.get(user_id="u9").plays == 1
+    assert GenrePlays.objects.get(genre="rock").plays == 1
+    # Acknowledged: nothing left in the event queue for another worker to count again.
+    worker.stop()
+    assert read_queue(queues, ANALYSIS_QUEUE, expect=1, timeout=1) == []
     log = worker.log()
-    assert "batch of 1 events failed, processing them one by one" in log
-    assert "event processing failed, retry 1 of 2" in log
-    assert "event dead-lettered after 2 retries" in log
-    assert f"event_id={event['event_id']}" in log
+    assert "cache unavailable after the commit" in log
+    assert "batch of 1 events failed" not in log
 
 
 @override_settings(ANALYSIS_GENRE_MIN_USERS=1)  # one reader's play shows globally
