@@ -89,7 +89,8 @@ JWT_ISSUER = env_str("JWT_ISSUER", "musicstream-auth")
 JWT_AUDIENCE = env_str("JWT_AUDIENCE", "musicstream")
 JWT_LEEWAY_SECONDS = env_int("JWT_LEEWAY_SECONDS", 0)
 JWKS_URL = env_str("JWKS_URL", f"{UPSTREAMS['auth']['url']}/api/auth/.well-known/jwks.json")
-JWKS_CACHE_SECONDS = env_float("JWKS_CACHE_SECONDS", 3600.0)
+# auth's JWKS answers max-age=300: a key withdrawn there is refused here within 5 minutes.
+JWKS_CACHE_SECONDS = env_float("JWKS_CACHE_SECONDS", 300.0)
 JWKS_MIN_REFRESH_SECONDS = env_float("JWKS_MIN_REFRESH_SECONDS", 30.0)
 # Verified access tokens remembered per worker (0 disables); see proxy/tokens.py.
 TOKEN_CACHE_SIZE = env_int("TOKEN_CACHE_SIZE", 4096)

@@ -12,17 +12,20 @@ refresh token is blacklisted by the auth service itself (simplejwt), so a revoke
 mint new access tokens either. Only the presented access token is revoked; other devices' access
 tokens of the same user expire on their own within the access lifetime (15 min by default).
 
-JWKS: fetched from ``JWKS_URL`` on first use, kept for ``JWKS_CACHE_SECONDS`` (a stale set is
-kept when a refresh fails), refreshed at once for an unknown ``kid`` but at most once every
-``JWKS_MIN_REFRESH_SECONDS`` per process, so tokens with random ``kid`` values cannot hammer
-the auth service.
+JWKS: fetched from ``JWKS_URL`` on first use, kept for ``JWKS_CACHE_SECONDS`` (300 s, auth's
+``max-age``; a stale set is kept when a refresh fails), refreshed at once for an unknown ``kid``
+but at most once every ``JWKS_MIN_REFRESH_SECONDS`` per process, so tokens with random ``kid``
+values cannot hammer the auth service. A key auth withdraws (``rotate_jwt_key
+--withdraw-previous``) leaves the JWKS at once, so the gateway refuses its tokens within
+``JWKS_CACHE_SECONDS`` of the withdrawal.
 
 Verified tokens: a bounded per-process map from token to its verified claims
 (``TOKEN_CACHE_SIZE`` entries) spares the RSA check and JSON parsing when a client presents the
 same access token again, which is the common case. An entry is only used while the token's
 ``exp`` has not passed, the revocation list is still read on every request, and the map is
 emptied whenever the JWKS is (re)loaded, so a key the auth service withdraws stops working at
-the next refresh.
+the next refresh. A remembered token still triggers that refresh once the set is older than
+``JWKS_CACHE_SECONDS`` (a client replaying one token must not keep a stale set alive).
 """
 
 from __future__ import annotations
@@ -111,10 +114,19 @@ class KeySet:
                 return
             self._fetch()
 
+    def stale(self) -> bool:
+        """True once the set is older than its lifetime (or was never loaded)."""
+        return not self._keys or time.monotonic() - self._fetched_at >= self.ttl
+
+    def refresh_if_stale(self) -> None:
+        """Refetch a stale set (rate-limited like every fetch); a successful fetch empties the
+        verified-token map."""
+        if self.stale():
+            self._refresh(force=False)
+
     def get(self, kid: str | None) -> Any:
         """The public key for ``kid``; ``InvalidToken`` when auth does not know it."""
-        if not self._keys or time.monotonic() - self._fetched_at >= self.ttl:
-            self._refresh(force=False)
+        self.refresh_if_stale()
         key = self._lookup(kid)
         if key is None and self._keys:
             self._refresh(force=True)
@@ -203,6 +215,11 @@ def _header(token: str) -> dict[str, Any]:
 def token_claims_get(*, token: str) -> dict[str, Any]:
     """The verified claims of an access token; ``InvalidToken`` (401) for anything else."""
     claims = _verified.get(token)
+    if claims is not None:
+        keys = keyset()
+        if keys.stale():
+            keys.refresh_if_stale()  # a new set empties the map: the token is checked again
+            claims = _verified.get(token)
     if claims is None:
         claims = _token_verify(token)
         _remember(token, claims)

@@ -193,3 +193,41 @@ def test_failed_logout_revokes_nothing(fake, client, make_token):
     assert client.post("/api/auth/logout", **bearer(token)).status_code == 400
     fake.script = None
     assert client.get("/api/playlists", **bearer(token)).status_code == 200
+
+
+def test_default_jwks_lifetime_is_auths_max_age():
+    from django.conf import settings
+
+    assert settings.JWKS_CACHE_SECONDS == 300.0
+
+
+@override_settings(JWKS_CACHE_SECONDS=0.5, JWKS_MIN_REFRESH_SECONDS=0.1)
+def test_a_withdrawn_key_is_refused_once_the_jwks_expires(fake, client, make_token, rsa_key):
+    """Auth rotates, then withdraws the previous key (``rotate_jwt_key --withdraw-previous``):
+    it leaves the JWKS; tokens of it work only until the gateway's cached set expires."""
+    new = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    fake.jwks = {"keys": [jwk_of(new, "new"), jwk_of(rsa_key, KID)]}
+    old_token = make_token()  # signed by the previous key (KID)
+    assert client.get("/api/playlists", **bearer(old_token)).status_code == 200
+    fake.jwks = {"keys": [jwk_of(new, "new")]}  # withdrawn
+    # Within the lifetime the cached set (and the remembered token) still answers ...
+    assert client.get("/api/playlists", **bearer(old_token)).status_code == 200
+    calls = len(fake.calls())
+    time.sleep(0.7)
+    # ... after it, the same (remembered) token and a fresh one of the withdrawn key are refused.
+    assert_401(client.get("/api/playlists", **bearer(old_token)))
+    assert_401(client.get("/api/playlists", **bearer(make_token())))
+    assert len(fake.calls()) == calls  # nothing reached the upstream
+    # Tokens of the current key keep working.
+    assert client.get("/api/playlists", **bearer(make_token(kid="new", key=new))).status_code == 200
+
+
+@override_settings(JWKS_CACHE_SECONDS=0.5, JWKS_MIN_REFRESH_SECONDS=0.4)
+def test_a_stale_jwks_is_refetched_at_most_once_per_interval(fake, client, make_token):
+    """The expiry refresh keeps the unknown-kid rate limit: random kids after expiry do not
+    make a fetch each (one expiry refetch, no more within JWKS_MIN_REFRESH_SECONDS)."""
+    assert client.get("/api/playlists", **bearer(make_token())).status_code == 200
+    time.sleep(0.6)
+    for i in range(10):
+        assert_401(client.get("/api/playlists", **bearer(make_token(kid=f"random-{i}"))))
+    assert fake.jwks_fetches == 2
