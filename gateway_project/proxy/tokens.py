@@ -2,9 +2,12 @@
 
 Revocation design: logging out (``POST /api/auth/logout``) or deleting the account
 (``DELETE /api/auth/me``) must make the caller's access token stop working at once, although access
-tokens are stateless JWTs. When the gateway proxies one of those requests and the auth service
-answers 2xx, the gateway writes the token's ``jti`` into the Django cache (Redis, so every gateway
-worker and replica sees it) with a lifetime equal to the token's remaining validity; after ``exp``
+tokens are stateless JWTs. Before the gateway forwards one of those requests, it writes the
+token's ``jti`` into the Django cache (Redis, so every gateway worker and replica sees it) with a
+lifetime equal to the token's remaining validity, and takes it off again unless auth answers 2xx
+(or times out: auth may have ended the session). If the write fails, auth is not called at all
+(503 ``revocation_unavailable``, the client keeps its session and can retry), so no client is
+told it logged out while its access token still works. After ``exp``
 the signature check refuses the token anyway, so the list never grows beyond the tokens still
 alive. Every token check looks the ``jti`` up (one cache read). If the cache does not answer, the
 check fails closed (503): a logged-out token must never work again because Redis blinked. The
@@ -289,3 +292,8 @@ def token_revoke(*, jti: str, exp: int | float) -> None:
     """Put ``jti`` on the revocation list until the token would expire anyway."""
     ttl = max(1, int(exp - time.time()) + 1 + settings.JWT_LEEWAY_SECONDS)
     cache.set(REVOKED_KEY.format(jti=jti), 1, timeout=ttl)
+
+
+def token_unrevoke(*, jti: str) -> None:
+    """Take ``jti`` off the revocation list (a logout auth refused after it was stored)."""
+    cache.delete(REVOKED_KEY.format(jti=jti))

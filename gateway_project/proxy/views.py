@@ -23,6 +23,7 @@ from proxy import metrics
 from proxy.authentication import GatewayJWTAuthentication
 from proxy.exceptions import (
     PayloadTooLarge,
+    RevocationUnavailable,
     UpstreamAnswerTooLarge,
     UpstreamTimeout,
     UpstreamUnavailable,
@@ -30,7 +31,7 @@ from proxy.exceptions import (
 )
 from proxy.services import proxy_forward, request_body_read, request_headers_build, response_build
 from proxy.throttling import GatewayAnonThrottle, GatewayUserThrottle
-from proxy.tokens import token_revoke
+from proxy.tokens import token_revoke, token_unrevoke
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +45,8 @@ PUBLIC_ROUTES = frozenset(
         ("HEAD", "/api/auth/.well-known/jwks.json"),
     }
 )
-# Answered 2xx by auth, these end the session: the presented access token is revoked.
+# These end the session: the presented access token is revoked before auth is called, and the
+# revocation withdrawn again unless auth answers 2xx (or times out: it may have ended it).
 REVOKING_ROUTES = frozenset(
     {
         ("POST", "/api/auth/logout"),
@@ -55,6 +57,27 @@ REVOKING_ROUTES = frozenset(
 
 def is_public(method: str, path: str) -> bool:
     return (method, path) in PUBLIC_ROUTES
+
+
+def _revocation_store(claims: dict[str, Any]) -> str:
+    """Revoke the presented access token (its jti returned); 503 ``revocation_unavailable``
+    if Redis cannot store it."""
+    jti = str(claims["jti"])
+    try:
+        token_revoke(jti=jti, exp=claims["exp"])
+    except Exception as exc:
+        logger.warning("revocation not stored, logout refused: %s", exc)
+        raise RevocationUnavailable() from exc
+    return jti
+
+
+def _revocation_withdraw(jti: str, *, method: str, path: str) -> None:
+    """Auth refused (or never got) the logout: the token is valid again, as the session is."""
+    try:
+        token_unrevoke(jti=jti)
+    except Exception:
+        # Fails safe: the token stays refused until it expires; the refresh token still works.
+        logger.exception("could not withdraw the revocation after a failed %s %s", method, path)
 
 
 class _ForcedNegotiation(DefaultContentNegotiation):
@@ -149,25 +172,30 @@ class ProxyView(APIView):
             session=isinstance(request.successful_authenticator, BrowserCookieAuthentication),
         )
         method = django_request.method or "GET"
-        answer = proxy_forward(
-            upstream_name=self.upstream,
-            method=method,
-            path=django_request.get_full_path(),
-            headers=headers,
-            body=body,
-        )
         claims = request.auth
-        if (
-            200 <= answer.status < 300
-            and isinstance(claims, dict)
-            and (method, django_request.path) in REVOKING_ROUTES
-        ):
-            try:
-                token_revoke(jti=claims["jti"], exp=claims["exp"])
-            except Exception:
-                logger.exception(
-                    "could not revoke the access token after %s %s", method, django_request.path
-                )
+        revoked: str | None = None  # the jti revoked for this request
+        if isinstance(claims, dict) and (method, django_request.path) in REVOKING_ROUTES:
+            # Stored before auth is called: if Redis cannot take it, auth is not called (503,
+            # the refresh token stays valid and the client can retry), so nobody is told they
+            # logged out while their access token still works.
+            revoked = _revocation_store(claims)
+        try:
+            answer = proxy_forward(
+                upstream_name=self.upstream,
+                method=method,
+                path=django_request.get_full_path(),
+                headers=headers,
+                body=body,
+            )
+        except UpstreamTimeout:
+            # auth may have ended the session before it timed out: the revocation stays.
+            raise
+        except Exception:
+            if revoked is not None:
+                _revocation_withdraw(revoked, method=method, path=django_request.path)
+            raise
+        if revoked is not None and not 200 <= answer.status < 300:
+            _revocation_withdraw(revoked, method=method, path=django_request.path)
         response = response_build(answer=answer)
         if isinstance(request.successful_authenticator, BrowserCookieAuthentication):
             response = browser.page_adapt(
