@@ -19,6 +19,7 @@ TOKEN_INVALID = "Invalid or expired token."
 TOKEN_REVOKED = "Token has been revoked."
 KEYS_UNAVAILABLE = "Token keys unavailable, try again later."
 REVOCATION_UNAVAILABLE = "Token revocation list unavailable, try again later."
+BAD_PATH = "Path with dot segments, encoded slashes or backslashes."
 
 
 class UpstreamUnavailable(exceptions.APIException):
@@ -95,3 +96,11 @@ class RevocationUnavailable(exceptions.APIException):
     def __init__(self, *, wait: int = 5) -> None:
         super().__init__()
         self.wait = wait
+
+
+class BadPath(exceptions.APIException):
+    """400: a proxied path that could leave its route's prefix upstream (``..``, ``%2f``...)."""
+
+    status_code = status.HTTP_400_BAD_REQUEST
+    default_detail = BAD_PATH
+    default_code = "bad_path"

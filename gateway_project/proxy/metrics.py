@@ -34,7 +34,7 @@ breaker_transitions = Counter(
 rejected_requests = Counter(
     "gateway_rejected_requests_total",
     "Requests the gateway answered itself without calling upstream, by reason "
-    "(unauthorized, payload_too_large, throttled, breaker_open).",
+    "(unauthorized, payload_too_large, throttled, breaker_open, bad_path).",
     ["reason"],
 )
 revoked_token_hits = Counter(
@@ -43,7 +43,7 @@ revoked_token_hits = Counter(
 )
 
 
-REJECTION_REASONS = ("unauthorized", "payload_too_large", "throttled", "breaker_open")
+REJECTION_REASONS = ("unauthorized", "payload_too_large", "throttled", "breaker_open", "bad_path")
 # The transitions a breaker can make (pybreaker's state names).
 BREAKER_TRANSITIONS = (
     ("closed", "open"),

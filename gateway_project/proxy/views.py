@@ -22,6 +22,7 @@ from rest_framework.views import APIView
 from proxy import metrics
 from proxy.authentication import GatewayJWTAuthentication
 from proxy.exceptions import (
+    BadPath,
     PayloadTooLarge,
     RevocationUnavailable,
     UpstreamAnswerTooLarge,
@@ -57,6 +58,24 @@ REVOKING_ROUTES = frozenset(
 
 def is_public(method: str, path: str) -> bool:
     return (method, path) in PUBLIC_ROUTES
+
+
+# In the path as sent (gunicorn's RAW_URI) or once decoded: an escaped dot, slash or backslash
+# (or a double-escaped one, decoded once here) has no use in any route of the services.
+_ESCAPES = ("%2e", "%2f", "%5c")
+
+
+def path_is_safe(request: HttpRequest) -> bool:
+    """False for a path an upstream could resolve outside the route's prefix: a ``.`` or ``..``
+    segment (sent literally or as ``%2e``), an encoded slash or backslash, or a backslash."""
+    path = request.path_info  # percent-decoded by the server
+    if "\\" in path or any(escape in path.lower() for escape in _ESCAPES):
+        return False
+    if any(segment in (".", "..") for segment in path.split("/")):
+        return False
+    raw = str(request.META.get("RAW_URI") or request.META.get("REQUEST_URI") or "")
+    raw_path = raw.split("?", 1)[0].lower()
+    return not any(escape in raw_path for escape in _ESCAPES)
 
 
 def _revocation_store(claims: dict[str, Any]) -> str:
@@ -95,6 +114,7 @@ _REJECTION_REASONS: list[tuple[type[Exception], str]] = [
     (exceptions.AuthenticationFailed, "unauthorized"),
     (exceptions.Throttled, "throttled"),
     (PayloadTooLarge, "payload_too_large"),
+    (BadPath, "bad_path"),
 ]
 
 
@@ -124,6 +144,12 @@ class ProxyView(APIView):
     def setup(self, request: HttpRequest, *args: Any, **kwargs: Any) -> None:
         super().setup(request, *args, **kwargs)
         self.public = is_public(request.method or "", request.path)
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        # Before the token check and throttles: such a path is refused whoever sends it.
+        if not path_is_safe(request._request):
+            raise BadPath()
+        super().initial(request, *args, **kwargs)
 
     def get_authenticators(self) -> list[Any]:
         if self.public:
