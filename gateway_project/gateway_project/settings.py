@@ -1,5 +1,6 @@
 """Settings of the gateway service: shared defaults from `common`, then its own."""
 
+import ipaddress
 from pathlib import Path
 
 from corsheaders.defaults import default_headers
@@ -31,6 +32,24 @@ CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 MIDDLEWARE[  # type: ignore[name-defined]  # noqa: F821
     MIDDLEWARE.index("common.request_id.BodySizeLimitMiddleware")  # type: ignore[name-defined]  # noqa: F821
 ] = "proxy.middleware.CountingBodySizeLimitMiddleware"
+# /metrics only for METRICS_ALLOWED_NETWORKS (others: 404), before anything else answers it.
+MIDDLEWARE.insert(  # type: ignore[name-defined]  # noqa: F821
+    MIDDLEWARE.index("common.request_id.RequestIDMiddleware") + 1,  # type: ignore[name-defined]  # noqa: F821
+    "proxy.middleware.MetricsAllowListMiddleware",
+)
+# Who may scrape the gateway's /metrics: loopback and the private ranges (Prometheus on the
+# Compose network, the launcher), by the client address the gateway resolves.
+METRICS_ALLOWED_NETWORKS = env_list(
+    "METRICS_ALLOWED_NETWORKS",
+    ["127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"],
+)
+for _network in METRICS_ALLOWED_NETWORKS:
+    try:
+        ipaddress.ip_network(_network, strict=False)
+    except ValueError as _exc:
+        raise ImproperlyConfigured(
+            f"METRICS_ALLOWED_NETWORKS: {_network!r} is no IP network ({_exc})"
+        ) from None
 # CORS answers (and preflights) come before anything that could refuse the request.
 MIDDLEWARE.insert(  # type: ignore[name-defined]  # noqa: F821
     MIDDLEWARE.index("common.request_id.RequestIDMiddleware"),  # type: ignore[name-defined]  # noqa: F821
