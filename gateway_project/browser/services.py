@@ -16,6 +16,7 @@ from django.http import HttpRequest, HttpResponse
 from django.middleware.csrf import get_token
 from django.utils.html import escape
 from django.utils.http import url_has_allowed_host_and_scheme
+from proxy.exceptions import RevocationUnavailable
 from proxy.services import proxy_forward, request_headers_build
 from proxy.tokens import token_claims_get, token_revoke
 from rest_framework.exceptions import APIException
@@ -141,14 +142,26 @@ def cookies_clear(*, response: HttpResponse) -> None:
 
 
 def browser_logout(*, request: HttpRequest) -> None:
-    """Revoke the session's refresh token (auth) and access token (gateway); never raises."""
+    """Revoke the session's access token (gateway) and refresh token (auth).
+
+    The revocation is stored first: if Redis cannot take it, ``RevocationUnavailable`` (503)
+    and auth is not called, so the browser keeps its session rather than being shown as signed
+    out while its access token still works. Auth being down or refusing is only logged.
+    """
     token = request.COOKIES.get(ACCESS_COOKIE)
     if not token:
         return
     try:
         claims = token_claims_get(token=token)
+    except RevocationUnavailable:
+        raise
     except APIException:
         return  # expired, revoked or unverifiable: nothing left that could be used
+    try:
+        token_revoke(jti=claims["jti"], exp=claims["exp"])
+    except Exception as exc:
+        logger.warning("revocation not stored, browser logout refused: %s", exc)
+        raise RevocationUnavailable() from exc
     refresh = request.COOKIES.get(REFRESH_COOKIE)
     if refresh:
         user = {"id": str(claims["user_id"]), "username": str(claims.get("username", ""))}
@@ -164,10 +177,6 @@ def browser_logout(*, request: HttpRequest) -> None:
                 logger.warning("auth refused the browser logout: %s", answer.status)
         except APIException as exc:
             logger.warning("auth unavailable during browser logout: %s", exc)
-    try:
-        token_revoke(jti=claims["jti"], exp=claims["exp"])
-    except Exception:
-        logger.exception("could not revoke the access token at browser logout")
 
 
 def forwarded_headers_strip(*, headers: dict[str, str], session: bool) -> None:

@@ -10,6 +10,7 @@ from django.utils.http import urlencode
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.http import require_http_methods, require_POST
+from proxy.exceptions import RevocationUnavailable
 
 from browser import services
 from browser.forms import LoginForm
@@ -58,8 +59,20 @@ def login_view(request: HttpRequest) -> HttpResponse:
 @csrf_protect
 @require_POST
 def logout_view(request: HttpRequest) -> HttpResponse:
-    """Revoke the session's tokens, clear the cookies, go back to ``next`` (signed out)."""
-    services.browser_logout(request=request)
+    """Revoke the session's tokens, clear the cookies, go back to ``next`` (signed out).
+
+    If the revocation cannot be stored: 503 with ``Retry-After``, cookies kept (still signed in).
+    """
+    try:
+        services.browser_logout(request=request)
+    except RevocationUnavailable as exc:
+        response = HttpResponse(
+            f"{exc.detail} You are still signed in.\n",
+            status=503,
+            content_type="text/plain; charset=utf-8",
+        )
+        response["Retry-After"] = str(exc.wait)
+        return response
     next_path = services.safe_next(request=request, target=request.POST.get("next"))
     response = HttpResponseRedirect(next_path)
     services.cookies_clear(response=response)

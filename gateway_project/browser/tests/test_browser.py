@@ -292,3 +292,29 @@ def test_forwarded_headers_strip_only_the_browser_session():
     bearer = {"if-none-match": '"e"', "x-csrftoken": "t"}
     services.forwarded_headers_strip(headers=bearer, session=False)
     assert bearer == {"if-none-match": '"e"', "x-csrftoken": "t"}
+
+
+def test_logout_with_redis_unreachable_is_503_and_keeps_the_session(fake, browser, make_token):
+    """The revocation cannot be stored: auth is not called, the cookies stay (still signed in)."""
+    from django.conf import settings
+    from proxy.tests.conftest import free_port
+
+    token = make_token()
+    sign_in(browser, fake, token)
+    page = browser.get("/api/playlists")
+    default = settings.CACHES["default"]
+    dead = {
+        "default": {
+            **default,
+            "LOCATION": f"redis://127.0.0.1:{free_port()}/0",
+            "OPTIONS": {**default.get("OPTIONS", {}), "SOCKET_CONNECT_TIMEOUT": 0.2},
+        }
+    }
+    with override_settings(CACHES=dead):
+        response = browser.post("/api/browser/logout", {"csrfmiddlewaretoken": csrf_of(page)})
+    assert response.status_code == 503
+    assert int(response["Retry-After"]) > 0
+    assert "gateway_access" not in response.cookies  # not cleared
+    assert fake.calls("/api/auth/logout") == []
+    again = Client().get("/api/playlists", HTTP_AUTHORIZATION=f"Bearer {token}")
+    assert again.status_code == 200
