@@ -19,6 +19,10 @@ failures of its own (username, address) pair and nothing else. While a pair or t
 over its limit every attempt, even with the right password, answers 429 with ``Retry-After``
 (the remaining time of the window) without checking the password, so the answer never tells
 whether a guess was right.
+
+Redis down: every limit here opens (a WARNING log line per request), as the gateway's rate
+limits do; logins and registrations go on, still slowed by the
+password hasher. A 500 would refuse every sign-in for the whole outage.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.core.cache import cache
+from django_redis.exceptions import ConnectionInterrupted
+from redis.exceptions import RedisError
 from rest_framework.exceptions import Throttled
 from rest_framework.request import Request
 from rest_framework.settings import api_settings
@@ -49,7 +55,26 @@ ERROR_LOGIN_LOCKED_ACCOUNT = (
 )
 
 
+# What the cache raises when Redis cannot be reached or answer in time.
+CACHE_DOWN = (ConnectionInterrupted, RedisError, OSError)
+
+
+def _store_down(scope: str, exc: BaseException) -> None:
+    logger.warning(
+        "throttle store unavailable, limit open: %s",
+        type(exc).__name__,
+        extra={"throttle_scope": scope},
+    )
+
+
 class _ScopedThrottle(SimpleRateThrottle):
+    def allow_request(self, request: Request, view: Any) -> bool:
+        try:
+            return bool(super().allow_request(request, view))
+        except CACHE_DOWN as exc:
+            _store_down(self.scope or "", exc)
+            return True
+
     def get_rate(self) -> str | None:
         # Read at each request (not at import) so settings overrides apply.
         rate = api_settings.DEFAULT_THROTTLE_RATES.get(self.scope or "")
@@ -123,12 +148,16 @@ class FailureCounter:
         if rate is None:
             return None
         limit, window = rate
-        cache.add(self.key, 0, timeout=window)
         try:
-            count = cache.incr(self.key)
-        except ValueError:  # expired between add and incr: a new window
             cache.add(self.key, 0, timeout=window)
-            count = cache.incr(self.key)
+            try:
+                count = cache.incr(self.key)
+            except ValueError:  # expired between add and incr: a new window
+                cache.add(self.key, 0, timeout=window)
+                count = cache.incr(self.key)
+        except CACHE_DOWN as exc:
+            _store_down(self.scope, exc)
+            return None
         if count <= limit:
             return None
         self.release()
@@ -136,11 +165,12 @@ class FailureCounter:
 
     def release(self) -> None:
         # The window may have ended meanwhile: then there is nothing left to give back.
-        with suppress(ValueError):
+        with suppress(ValueError, *CACHE_DOWN):
             cache.decr(self.key)
 
     def clear(self) -> None:
-        cache.delete(self.key)
+        with suppress(*CACHE_DOWN):
+            cache.delete(self.key)
 
     def _remaining(self, window: int) -> int:
         ttl = getattr(cache, "ttl", None)  # django-redis
