@@ -366,12 +366,12 @@ def test_redis_outage_fails_closed_at_the_gateway_and_counts_exactly(faulty):
     assert inside.summary()["max_s"] < REQUEST_BOUND, inside.summary()
     assert inside.played, "no event was produced during the outage"
     # Probes: authenticated 503 (fail closed), public routes still proxied (rate limits open,
-    # breaker closed), the analysis API answering from the database.
-    # Login is proxied too, but the auth service's own answer is only reported, not asserted:
-    # its login throttles read Redis and answer 500 while it is down (docs/reliability.md).
-    assert {key[:2] for key in probes if key[0] != "gateway login"} == {
+    # breaker closed), login working (auth's login limits open too; a 500 before), the
+    # analysis API answering from the database.
+    assert {key[:2] for key in probes} == {
         ("gateway authenticated", 503),
         ("gateway public (JWKS)", 200),
+        ("gateway login", 200),
         ("analysis (direct)", 200),
     }, probes
     assert all(code == "revocation_unavailable" for name, status, code in probes if status == 503)
