@@ -13,6 +13,7 @@ import contextlib
 import os
 import socket
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -126,6 +127,21 @@ def start_platform(route=None, extra: dict[str, str] | None = None):
 def platform():
     with start_platform() as running:
         yield running
+
+
+def settle(read, expected, *, timeout=30.0, hold=3.0):
+    """Wait until `read()` equals `expected`, then check it stays so for `hold` seconds
+    (a duplicate delivered late would move it past `expected`)."""
+    deadline = time.monotonic() + timeout
+    value = read()
+    while value != expected and time.monotonic() < deadline:
+        time.sleep(0.25)
+        value = read()
+    assert value == expected, f"got {value}, expected {expected}"
+    until = time.monotonic() + hold
+    while time.monotonic() < until:
+        time.sleep(0.5)
+        assert read() == expected, "counted twice: a value moved past the exact total"
 
 
 @pytest.fixture

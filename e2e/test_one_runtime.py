@@ -15,27 +15,13 @@ import uuid
 import pytest
 import redis
 import requests
+from conftest import settle
 
 pytestmark = pytest.mark.e2e
 
 
 def bearer(user):
     return {"Authorization": f"Bearer {user['token']}"}
-
-
-def settle(read, expected, *, timeout=30.0, hold=3.0):
-    """Wait until `read()` equals `expected`, then check it stays so for `hold` seconds
-    (a duplicate delivered late would move it past `expected`)."""
-    deadline = time.monotonic() + timeout
-    value = read()
-    while value != expected and time.monotonic() < deadline:
-        time.sleep(0.25)
-        value = read()
-    assert value == expected, f"got {value}, expected {expected}"
-    until = time.monotonic() + hold
-    while time.monotonic() < until:
-        time.sleep(0.5)
-        assert read() == expected, "counted twice: a value moved past the exact total"
 
 
 @pytest.mark.parametrize("relay", ["playlist-relay", "auth-relay"])

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import requests
-from conftest import start_platform
+from conftest import settle, start_platform
 from faultproxy import FaultProxy
 from kombu import Connection
 
@@ -160,19 +160,6 @@ class Load:
 def counts(platform, auth):
     body = requests.get(f"{platform.gateway}/api/analysis", headers=auth, timeout=10).json()
     return body["playlists_created"], body["plays"]
-
-
-def settle(read, expected, *, timeout, hold=3.0):
-    deadline = time.monotonic() + timeout
-    value = read()
-    while value != expected and time.monotonic() < deadline:
-        time.sleep(0.5)
-        value = read()
-    assert value == expected, f"counted {value}, expected {expected}"
-    until = time.monotonic() + hold
-    while time.monotonic() < until:
-        time.sleep(0.5)
-        assert read() == expected, "an event was counted twice"
 
 
 def report(name, load, started, extra=""):
