@@ -13,7 +13,7 @@ change can be compared before/after within a few percent. What it leaves out is 
 share (gunicorn's parsing, polling and thread hand-off: the gap between these figures and
 bench/gateway.py's CPU s per 1,000 requests).
 
-Cases, each in a process of its own with the service's own settings, ``manage_all.service_env``
+Cases, each in a process of its own with the service's own settings, ``devtools.env.service_env``
 environment, Redis (``--redis``; a key prefix of the run, removed at the end), multiprocess
 metrics and INFO JSON logging (to /dev/null):
 - ``gateway-floor``: ``GET /bench/floor`` (bench/gateway.py's (b): JWT check, revocation read);
@@ -42,7 +42,8 @@ from typing import Any
 
 from benchlib import DEFAULT_REDIS, ROOT, free_port, make_keys, rerun_command, wait_answering
 
-import manage_all
+from devtools.env import service_env
+from devtools.project import SERVICES
 
 CASES = {
     "gateway-floor": ("gateway", "/bench/floor"),
@@ -82,7 +83,7 @@ def _child(args: argparse.Namespace) -> None:
     """Runs in the case's own process: set up the service, loop, print one JSON line."""
     case, requests, repeats, profile = args.child, args.requests, args.repeats, args.profile
     service, path = CASES[case]
-    folder, _ = manage_all.SERVICES[service]
+    folder, _ = SERVICES[service]
     tmp = Path(tempfile.mkdtemp(prefix="bench-appcpu-"))
     tag = uuid.uuid4().hex[:8]
     prefix = f"bench-{tag}"
@@ -123,7 +124,7 @@ def _child(args: argparse.Namespace) -> None:
         def headers_for(i: int) -> dict[str, str]:
             return {"Authorization": f"Bearer {tokens[i % USERS]}"}
 
-    env = manage_all.service_env(service, overrides)
+    env = service_env(service, overrides)
     env["REDIS_URL"] = args.redis
     # Settings require a broker; a read never publishes, so nothing connects to it.
     env.setdefault("CELERY_BROKER_URL", args.redis)

@@ -25,7 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import manage_all  # noqa: E402
+from devtools.env import service_env  # noqa: E402
+from devtools.platform import gunicorn_argv  # noqa: E402
 
 VENV_BIN = Path(sys.executable).parent
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -252,8 +253,8 @@ def wrk(
 
 class Stack:
     """The trivial upstream plus the gateway under gunicorn exactly as ``manage_all up`` starts
-    it (``manage_all.gunicorn_argv`` + ``common/gunicorn_conf.py``), every upstream pointing at
-    the trivial one, which also serves the JWKS of the benchmark's own key."""
+    it (``devtools.platform.gunicorn_argv`` + ``common/gunicorn_conf.py``), every upstream
+    pointing at the trivial one, which also serves the JWKS of the benchmark's own key."""
 
     def __init__(
         self,
@@ -350,7 +351,7 @@ class Stack:
             "GATEWAY_ANON_RATE": "1000000/min",
             **self.env_overrides,
         }
-        env = manage_all.service_env("gateway", overrides)
+        env = service_env("gateway", overrides)
         env["REDIS_URL"] = self.redis_url  # required: revocations, throttles, breaker state
         if self.multiproc:
             folder = self.tmp / "prometheus"
@@ -358,7 +359,7 @@ class Stack:
             env["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
         else:
             env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-        self.argv = [*manage_all.gunicorn_argv("gateway", self.gateway_port, env), *self.extra_argv]
+        self.argv = [*gunicorn_argv("gateway", self.gateway_port, env), *self.extra_argv]
         self.env = env
         # Its log goes to a file (as the launcher's pipe would take it), not to the terminal.
         self.log = self.tmp / "gateway.log"

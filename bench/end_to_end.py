@@ -6,13 +6,13 @@
     .venv/bin/python bench/end_to_end.py --broker redis  # Celery's Redis transport
     .venv/bin/python bench/end_to_end.py --mongodb mongodb://127.0.0.1:27017  # a real MongoDB
 
-Starts every process exactly as ``python manage_all.py up`` does (manage_all.Platform and
+Starts every process exactly as ``python manage_all.py up`` does (devtools' Platform and
 platform_specs: gunicorn workers per service, the auth and playlist ``outbox_relay`` processes,
 the analysis and playlist Celery workers, Flower) on free ports, against slices of real servers
 made for this run, all removed at the end:
 - PostgreSQL: a database for auth and one for analysis (``--postgres``);
 - Redis: a key prefix of the run (``--redis``: cache, revocations, throttles, breaker state);
-- MongoDB for the playlists: a SecantusDB server of this run (``manage_all.local_servers``,
+- MongoDB for the playlists: a SecantusDB server of this run (``devtools.localservers``,
   not durable, data in the run's temporary folder), or ``--mongodb URI``; either way a
   ``MONGODB_DB`` of the run, dropped at the end;
 - broker: a RabbitMQ vhost (rabbitmqctl), as in Compose; ``--broker redis``: Celery's Redis
@@ -59,7 +59,11 @@ from benchlib import (
     wrk,
 )
 
-import manage_all
+from devtools.env import load_environment
+from devtools.localservers import local_servers, redis_db_url, server_specs
+from devtools.platform import platform_specs, prepare
+from devtools.project import SERVICES
+from devtools.supervisor import Platform
 
 BODY = json.dumps({"name": "bench", "tracks": [{"title": "Song 1", "genre": "rock"}, "Song 2"]})
 
@@ -112,7 +116,7 @@ def main() -> int:
     broker_prefix = f"{prefix}-broker-"
     base = args.postgres.rsplit("/", 1)[0]
     if args.broker == "redis":
-        broker_url = manage_all.redis_db_url(args.redis, 1)
+        broker_url = redis_db_url(args.redis, 1)
     else:
         broker_url = f"amqp://guest:guest@{args.amqp_host}/{vhost}"
     servers_platform = None
@@ -140,16 +144,16 @@ def main() -> int:
         }
         if not mongodb_uri:
             # Every server is named but MongoDB: local_servers starts only SecantusDB.
-            found, exports = manage_all.local_servers(
+            found, exports = local_servers(
                 tmp / "servers", servers_env, durable=False, free_ports=True
             )
-            servers_platform = manage_all.Platform(
-                manage_all.server_specs(found), echo=False, log_dir=tmp / "server-logs"
+            servers_platform = Platform(
+                server_specs(found), echo=False, log_dir=tmp / "server-logs"
             )
             servers_platform.start()
             servers_platform.wait_healthy(timeout=60)
             mongodb_uri = exports["MONGODB_URI"]
-        ports = {name: free_port() for name in (*manage_all.SERVICES, "flower")}
+        ports = {name: free_port() for name in (*SERVICES, "flower")}
         overrides = {
             "STATE_DIR": str(tmp / "state"),
             "DEBUG": "false",
@@ -170,10 +174,10 @@ def main() -> int:
         }
         os.environ.pop("DATABASE_URL", None)
         (tmp / "state").mkdir(parents=True)
-        manage_all.load_environment()
-        manage_all.prepare(overrides)
-        specs = manage_all.platform_specs(overrides)
-        platform = manage_all.Platform(specs, echo=False, log_dir=tmp / "logs")
+        load_environment()
+        prepare(overrides)
+        specs = platform_specs(overrides)
+        platform = Platform(specs, echo=False, log_dir=tmp / "logs")
         platform.start()
         platform.wait_healthy(timeout=180)
         for proc in platform.procs.values():

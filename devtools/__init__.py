@@ -1,1 +1,1 @@
-"""The launcher's own code (standard library only): local servers, process supervision."""
+"""The launcher's own code (standard library only), one module per job: see manage_all.py."""

@@ -1,4 +1,4 @@
-"""The end-to-end suite: the whole platform as real processes, started by manage_all's launcher.
+"""The end-to-end suite: the whole platform as real processes, started by the launcher (devtools/).
 
 The services run exactly as `python manage_all.py up` runs them (same Platform class, same
 process table: several gunicorn workers, both outbox relays, both Celery workers, Flower), on
@@ -27,7 +27,9 @@ from common.testing import run_id, server_url, servers_required
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import manage_all  # noqa: E402
+from devtools.platform import platform_specs, prepare  # noqa: E402
+from devtools.project import SERVICES  # noqa: E402
+from devtools.supervisor import Platform  # noqa: E402
 
 ARTIFACTS = ROOT / "artifacts" / "e2e"
 
@@ -39,7 +41,7 @@ def free_port() -> int:
 
 
 class RunningPlatform:
-    def __init__(self, platform: manage_all.Platform, ports: dict[str, int], env: dict[str, str]):
+    def __init__(self, platform: Platform, ports: dict[str, int], env: dict[str, str]):
         self.platform = platform
         self.ports = ports
         self.env = env
@@ -76,8 +78,7 @@ def start_platform(route=None, extra: dict[str, str] | None = None):
             conn.execute(f'CREATE DATABASE "{name}"')
     base = route("postgres", pg).rsplit("/", 1)[0]
     ports = {
-        name: free_port()
-        for name in (*manage_all.SERVICES, "flower", "analysis-worker", "playlist-relay")
+        name: free_port() for name in (*SERVICES, "flower", "analysis-worker", "playlist-relay")
     }
     state = Path(os.environ["STATE_DIR"]) / f"e2e-{suffix}"
     overrides = {
@@ -108,10 +109,10 @@ def start_platform(route=None, extra: dict[str, str] | None = None):
         **(extra or {}),
     }
     state.mkdir(parents=True, exist_ok=True)
-    running = manage_all.Platform([], echo=False, log_dir=ARTIFACTS / "logs" / suffix)
+    running = Platform([], echo=False, log_dir=ARTIFACTS / "logs" / suffix)
     try:
-        manage_all.prepare(overrides)
-        running.add(manage_all.platform_specs(overrides))
+        prepare(overrides)
+        running.add(platform_specs(overrides))
         running.start()
         running.wait_healthy(timeout=120)
         yield RunningPlatform(running, ports, overrides)

@@ -1,10 +1,15 @@
-"""manage_all.py's own logic: the process table, the env file, the test summary."""
+"""The launcher's own logic (devtools/): the process table, the env file, the test summary."""
 
-import manage_all
+from devtools import servers
+from devtools.env import read_env_file
+from devtools.localservers import local_servers
+from devtools.platform import platform_specs
+from devtools.project import ROOT
+from devtools.testing import junit_counts
 
 
 def names(overrides=None):
-    return [spec.name for spec in manage_all.platform_specs(overrides)]
+    return [spec.name for spec in platform_specs(overrides)]
 
 
 def test_one_process_table_in_every_mode():
@@ -22,12 +27,12 @@ def test_one_process_table_in_every_mode():
     ]
     assert names({"MONGODB_URI": ""}) == expected
     assert names({"MONGODB_URI": "mongodb://db/x"}) == expected
-    playlist = next(s for s in manage_all.platform_specs({}) if s.name == "playlist")
+    playlist = next(s for s in platform_specs({}) if s.name == "playlist")
     assert playlist.argv[playlist.argv.index("--workers") + 1] == "2"
 
 
 def test_local_servers_fill_in_what_no_variable_names(tmp_path):
-    found, exports = manage_all.local_servers(
+    found, exports = local_servers(
         tmp_path, {"REDIS_URL": "redis://r:6379/0"}, durable=False, free_ports=True
     )
     assert [s.name for s in found] == ["postgres", "mongodb"]
@@ -43,7 +48,7 @@ def test_local_servers_fill_in_what_no_variable_names(tmp_path):
         "CELERY_BROKER_URL": "amqp://b//",
         "MONGODB_URI": "mongodb://m",
     }
-    assert manage_all.local_servers(tmp_path, named) == ([], {})
+    assert local_servers(tmp_path, named) == ([], {})
 
 
 def test_a_data_directory_of_another_postgres_version_is_refused_and_kept(tmp_path):
@@ -52,8 +57,8 @@ def test_a_data_directory_of_another_postgres_version_is_refused_and_kept(tmp_pa
     (data / "PG_VERSION").write_text("13\n")
     (data / "base").mkdir()
     try:
-        manage_all.servers.postgres(tmp_path, FAKE_BINARIES, port=1)
-    except manage_all.servers.ServerError as exc:
+        servers.postgres(tmp_path, FAKE_BINARIES, port=1)
+    except servers.ServerError as exc:
         assert str(data) in str(exc)
         assert "PostgreSQL 13" in str(exc)
         assert "reset" in str(exc)
@@ -70,26 +75,26 @@ def test_a_taken_port_names_the_port_and_the_variable():
         sock.listen()
         port = sock.getsockname()[1]
         try:
-            manage_all.servers.check_port_free(port, what="the gateway", variable="GATEWAY_PORT")
-        except manage_all.servers.ServerError as exc:
+            servers.check_port_free(port, what="the gateway", variable="GATEWAY_PORT")
+        except servers.ServerError as exc:
             assert f"port {port}" in str(exc)
             assert "GATEWAY_PORT" in str(exc)
         else:
             raise AssertionError("a port in use was reported free")
 
 
-FAKE_BINARIES = manage_all.servers.Binaries(
-    pg_bin=manage_all.ROOT / "nonexistent",
+FAKE_BINARIES = servers.Binaries(
+    pg_bin=ROOT / "nonexistent",
     pg_major="16",
-    redis_server=manage_all.ROOT,
-    secantusd=manage_all.ROOT,
+    redis_server=ROOT,
+    secantusd=ROOT,
 )
 
 
 def test_ports_and_databases_reach_the_right_process():
     specs = {
         s.name: s
-        for s in manage_all.platform_specs(
+        for s in platform_specs(
             {
                 "GATEWAY_PORT": "4100",
                 "AUTH_PORT": "4102",
@@ -110,7 +115,7 @@ def test_ports_and_databases_reach_the_right_process():
 def test_env_file_parsing(tmp_path):
     path = tmp_path / ".env"
     path.write_text("# comment\n\nexport A=1\nB='two words'\nC=\"x=y\"\nEMPTY=\nnoequals\n")
-    assert manage_all.read_env_file(path) == {"A": "1", "B": "two words", "C": "x=y"}
+    assert read_env_file(path) == {"A": "1", "B": "two words", "C": "x=y"}
 
 
 def test_junit_counts(tmp_path):
@@ -118,4 +123,4 @@ def test_junit_counts(tmp_path):
     report.write_text(
         '<testsuites><testsuite tests="7" failures="1" errors="1" skipped="2"/></testsuites>'
     )
-    assert manage_all.junit_counts(report) == (3, 2, 2)
+    assert junit_counts(report) == (3, 2, 2)
