@@ -110,12 +110,27 @@ def secret(name: str, *, debug: bool, dev_default: str) -> str:
 
 
 def database(*, service: str) -> dict[str, Any]:
-    """DATABASES['default'] from DATABASE_URL (PostgreSQL)."""
+    """DATABASES['default'] from DATABASE_URL (PostgreSQL).
+
+    Every wait on the database is bounded: connecting (``DB_CONNECT_TIMEOUT`` s), a statement
+    (``DB_STATEMENT_TIMEOUT_MS``) and a lock wait (``DB_LOCK_TIMEOUT_MS``, e.g. a row held by
+    another session); each one over its bound raises OperationalError. 0 switches one off
+    (e.g. ``DB_STATEMENT_TIMEOUT_MS=0`` for a long data migration).
+    """
     url = required("DATABASE_URL", what=f"a PostgreSQL database for {service}")
     parsed = dj_database_url.parse(
         url, conn_max_age=env_int("DB_CONN_MAX_AGE", 60), conn_health_checks=True
     )
     config: dict[str, Any] = dict(parsed)
+    options: dict[str, Any] = dict(config.get("OPTIONS") or {})
+    options.setdefault("connect_timeout", env_int("DB_CONNECT_TIMEOUT", 5))
+    server_side = (
+        f"-c statement_timeout={env_int('DB_STATEMENT_TIMEOUT_MS', 30000)}"
+        f" -c lock_timeout={env_int('DB_LOCK_TIMEOUT_MS', 5000)}"
+    )
+    # After any ``options`` of the URL's query string (the later -c wins in PostgreSQL).
+    options["options"] = " ".join(filter(None, [options.get("options"), server_side]))
+    config["OPTIONS"] = options
     test_name = env("TEST_DATABASE_NAME")
     if test_name:
         config["TEST"] = {"NAME": test_name}

@@ -1,5 +1,7 @@
 """The settings helpers: every server is named by a variable; no in-process stand-in exists."""
 
+import uuid
+
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
@@ -59,3 +61,50 @@ def test_services_without_orm_data_have_no_database(monkeypatch):
     )
     assert values["DATABASES"] == {}
     assert "common.health.check_database" not in values["HEALTH_CHECKS"]
+
+
+def test_database_waits_are_bounded_and_configurable(monkeypatch):
+    monkeypatch.setenv(
+        "DATABASE_URL", "postgres://u@127.0.0.1:5432/db?options=-c%20search_path%3Dx"
+    )
+    for name in ("DB_CONNECT_TIMEOUT", "DB_STATEMENT_TIMEOUT_MS", "DB_LOCK_TIMEOUT_MS"):
+        monkeypatch.delenv(name, raising=False)
+    options = common_settings.database(service="svc")["OPTIONS"]
+    assert options["connect_timeout"] == 5
+    assert options["options"] == (
+        "-c search_path=x -c statement_timeout=30000 -c lock_timeout=5000"
+    )
+    monkeypatch.setenv("DB_CONNECT_TIMEOUT", "2")
+    monkeypatch.setenv("DB_STATEMENT_TIMEOUT_MS", "0")
+    monkeypatch.setenv("DB_LOCK_TIMEOUT_MS", "250")
+    options = common_settings.database(service="svc")["OPTIONS"]
+    assert options["connect_timeout"] == 2
+    assert options["options"].endswith("-c statement_timeout=0 -c lock_timeout=250")
+
+
+@pytest.mark.integration
+def test_database_lock_wait_ends_at_the_lock_timeout(monkeypatch):
+    """A row locked by another session: the wait ends with OperationalError (lock_timeout),
+    on the real server with the options as built (issue 13, scenario 5)."""
+    import psycopg
+
+    from common.testing import server_url
+
+    url = server_url("postgres")
+    monkeypatch.setenv("DATABASE_URL", url)
+    monkeypatch.setenv("DB_LOCK_TIMEOUT_MS", "200")
+    config = common_settings.database(service="svc")
+    table = f"lock_probe_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute(f"CREATE TABLE {table} (n int)")
+        try:
+            with psycopg.connect(url) as holder:
+                holder.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+                with (
+                    psycopg.connect(url, **config["OPTIONS"]) as waiter,
+                    pytest.raises(psycopg.errors.LockNotAvailable),
+                ):
+                    waiter.execute(f"SELECT * FROM {table}")
+                holder.rollback()
+        finally:
+            admin.execute(f"DROP TABLE {table}")
