@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -45,8 +46,12 @@ class OrmOutboxStore:
         return [row.envelope for row in rows[:limit]]
 
     def mark_published(self, *, event_id: str) -> None:
+        self.mark_published_many(event_ids=[event_id])
+
+    def mark_published_many(self, *, event_ids: Sequence[str]) -> None:
+        """One ``DELETE ... WHERE event_id IN (...)`` for a relay pass's confirmed events."""
         self._recycle()
-        OutboxEvent.objects.filter(event_id=event_id).delete()
+        OutboxEvent.objects.filter(event_id__in=list(event_ids)).delete()
 
     def count(self) -> int:
         return OutboxEvent.objects.count()

@@ -9,6 +9,8 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -111,9 +113,28 @@ class CheckingStore(OrmOutboxStore):
         self.url = url
         self.removed: list[tuple[str, list[int]]] = []
 
-    def mark_published(self, *, event_id: str) -> None:
-        self.removed.append((event_id, [queue_depth(self.url, q) for q in QUEUES]))
-        super().mark_published(event_id=event_id)
+    def mark_published_many(self, *, event_ids: Sequence[str]) -> None:
+        depths = [queue_depth(self.url, q) for q in QUEUES]
+        self.removed.extend((event_id, depths) for event_id in event_ids)
+        super().mark_published_many(event_ids=event_ids)
+
+
+def test_mark_published_many_is_one_delete_of_those_rows_only():
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    written = [events.make_envelope(events.USER_DELETED, user_id=str(i), data={}) for i in range(3)]
+    for envelope in written:
+        OutboxEvent.objects.create(event_id=envelope["event_id"], envelope=envelope)
+    store = OrmOutboxStore(recycle_connections=False)
+    forget = [written[0]["event_id"], written[2]["event_id"], str(uuid.uuid4())]
+    with CaptureQueriesContext(connection) as queries:
+        store.mark_published_many(event_ids=forget)
+    statements = [q["sql"].split()[0] for q in queries.captured_queries]
+    assert [s for s in statements if s not in ("BEGIN", "COMMIT")] == ["DELETE"]
+    assert [str(row.event_id) for row in OutboxEvent.objects.all()] == [written[1]["event_id"]]
+    store.mark_published_many(event_ids=forget)  # again: nothing left to forget, no error
+    assert OutboxEvent.objects.count() == 1
 
 
 def delete_me(as_user, user, **extra):
