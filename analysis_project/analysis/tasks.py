@@ -4,15 +4,19 @@ At-least-once delivery (late acks, reject on worker lost) with idempotency by ``
 first deliveries are batched by the worker (analysis.batching), acknowledged after their batch
 committed. Transient database errors retry with exponential backoff and jitter (the cache is
 touched only after the commit, where a failure is logged and counted, never raised: an event
-already counted is never retried or dead-lettered because Redis was down). A malformed or
-unknown event, or one that still fails after the last retry, is rejected without requeue, so
-RabbitMQ dead-letters it to ``analysis.events.dlq`` (on Redis, which cannot, the worker copies
-it there).
+already counted is never retried or dead-lettered because Redis was down). While the database
+cannot be reached at all (refused, reset, shutting down) the event is not at fault: it retries
+without a limit, every ``ANALYSIS_TASK_RETRY_BACKOFF_MAX`` seconds at most, and is counted
+once the database is back, never dead-lettered. Other transient errors (a lock or statement
+timeout, a deadlock) retry ``ANALYSIS_TASK_MAX_RETRIES`` times. A malformed or unknown event,
+or one that still fails after the last retry, is rejected without requeue, so RabbitMQ
+dead-letters it to ``analysis.events.dlq`` (on Redis, which cannot, the worker copies it there).
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Any
 
 from analysis_project.worker import dead_letter_copy
@@ -28,6 +32,24 @@ from common.events import ANALYSIS_TASK, InvalidEnvelope
 logger = logging.getLogger(__name__)
 
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (OperationalError, InterfaceError)
+# SQLSTATEs of a server that is going away or not accepting connections yet: connection
+# exceptions (class 08), admin / crash shutdown, cannot connect now (starting up, recovering).
+_UNREACHABLE_STATES = ("08", "57P01", "57P02", "57P03")
+# "No limit" for Celery, which reads None as "the task's default".
+UNLIMITED = sys.maxsize
+
+
+def database_unreachable(exc: BaseException) -> bool:
+    """True when ``exc`` says the database cannot be reached (as opposed to a statement that
+    failed on a server that answers): an InterfaceError (connection closed), or an
+    OperationalError without an SQLSTATE (refused, reset, timed out connecting) or with one of
+    ``_UNREACHABLE_STATES``."""
+    if isinstance(exc, InterfaceError):
+        return True
+    if not isinstance(exc, OperationalError):
+        return False
+    state = getattr(exc.__cause__, "sqlstate", None)
+    return state is None or str(state).startswith(_UNREACHABLE_STATES)
 
 
 def _ids(args: Any) -> dict[str, Any]:
@@ -55,13 +77,21 @@ class EventTask(Task):
     # retries and anything the batch cannot take run this task one message at a time.
     Strategy = "analysis.batching:batch_strategy"
 
+    def retry(self, *args: Any, exc: BaseException | None = None, **options: Any) -> Any:
+        """Celery's retry (called by autoretry with the backoff's countdown), without a limit
+        while the database cannot be reached: the event waits for it."""
+        if exc is not None and database_unreachable(exc):
+            options["max_retries"] = UNLIMITED
+        return super().retry(*args, exc=exc, **options)
+
     def on_retry(self, exc: Exception, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
         ids = _ids(args)
         metrics.count_event(ids["event_type"], metrics.RETRIED)
+        limit = "database unreachable" if database_unreachable(exc) else f"of {self.max_retries}"
         logger.warning(
-            "event processing failed, retry %d of %d: %s",
+            "event processing failed, retry %d (%s): %s",
             self.request.retries + 1,
-            self.max_retries,
+            limit,
             exc,
             extra=ids,
         )

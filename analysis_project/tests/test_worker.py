@@ -7,6 +7,7 @@ import random
 import uuid
 from collections import Counter
 
+import psycopg
 import pytest
 from analysis.models import GenrePlays, ProcessedEvent, UserGenrePlays, UserStats
 from django.test import override_settings
@@ -23,6 +24,7 @@ from common.events import (
     PLAYLIST_UPDATED,
     TRACK_PLAYED,
 )
+from common.testing import django_test_database_url
 from tests.conftest import free_port, publisher_app, read_queue, wait_for
 from tests.factories import envelope
 
@@ -322,9 +324,12 @@ def test_worker_on_the_redis_broker_counts_and_keeps_rejected_messages(launch_wo
     app.close()
 
 
-def test_database_unreachable_retries_then_dead_letters_and_a_replay_counts_once(
+def test_database_unreachable_retries_past_the_limit_and_dead_letters_nothing(
     start_worker, publisher, queues
 ):
+    """A database that cannot be reached is waited for (issue 13, scenario 5): the event
+    retries beyond ANALYSIS_TASK_MAX_RETRIES and never reaches the dead-letter queue (the
+    e2e faults suite counts it once the database is back)."""
     broken = start_worker(
         "nodb",
         DATABASE_URL=f"postgres://postgres@127.0.0.1:{free_port()}/nothing",
@@ -332,17 +337,49 @@ def test_database_unreachable_retries_then_dead_letters_and_a_replay_counts_once
         ANALYSIS_TASK_RETRY_BACKOFF="1",
         ANALYSIS_TASK_RETRY_BACKOFF_MAX="1",
     )
+    publish_envelope(publisher, envelope(TRACK_PLAYED, "u7", genre="pop"))
+
+    def retried() -> float:
+        return broken.sample(
+            "analysis_events_processed_total", type=TRACK_PLAYED, outcome="retried"
+        )
+
+    wait_for(lambda: retried() >= 4, timeout=60, what=f"retries in\n{broken.metrics()}")
+    assert read_queue(queues, ANALYSIS_DLQ, expect=1, timeout=1) == []
+    assert (
+        broken.sample("analysis_events_processed_total", type=TRACK_PLAYED, outcome="dead_lettered")
+        == 0
+    )
+    assert "database unreachable" in broken.log()
+
+
+def test_lock_timeout_retries_then_dead_letters_and_a_replay_counts_once(
+    start_worker, publisher, queues
+):
+    """A table locked by another session: each attempt ends at DB_LOCK_TIMEOUT_MS (the worker
+    is not stuck behind the lock), retries ANALYSIS_TASK_MAX_RETRIES times, then the event is
+    dead-lettered; a replay once the lock is gone counts it once."""
+    blocked = start_worker(
+        "locked",
+        DB_LOCK_TIMEOUT_MS="200",
+        ANALYSIS_TASK_MAX_RETRIES="1",
+        ANALYSIS_TASK_RETRY_BACKOFF="1",
+        ANALYSIS_TASK_RETRY_BACKOFF_MAX="1",
+    )
     event = envelope(TRACK_PLAYED, "u7", genre="pop")
-    publish_envelope(publisher, event)
-    dead = read_queue(queues, ANALYSIS_DLQ, expect=1, timeout=40)
+    with psycopg.connect(django_test_database_url()) as holder:
+        holder.execute(f"LOCK TABLE {ProcessedEvent._meta.db_table} IN ACCESS EXCLUSIVE MODE")
+        publish_envelope(publisher, event)
+        dead = read_queue(queues, ANALYSIS_DLQ, expect=1, timeout=40)
+        holder.rollback()
     assert len(dead) == 1
     assert not ProcessedEvent.objects.exists()
     assert (
-        broken.sample("analysis_events_processed_total", type=TRACK_PLAYED, outcome="retried") == 1
+        blocked.sample("analysis_events_processed_total", type=TRACK_PLAYED, outcome="retried") == 1
     )
-    assert "OperationalError" in broken.log()
-    broken.stop()
-    # An operator replays the dead letter once the database is back (twice, by mistake).
+    assert "lock timeout" in blocked.log()
+    blocked.stop()
+    # An operator replays the dead letter once the lock is gone (twice, by mistake).
     replay = start_worker("replay")
     replayed = json.loads(dead[0].body)[0][0]
     publish_envelope(publisher, replayed)
