@@ -1,11 +1,19 @@
 """Transactional-outbox relay shared by the services that publish events (auth, playlist).
 
 A service writes each event into its own store atomically with the change that caused it
-(an ORM table in the same transaction; a ``pending_events`` array in the same MongoDB
-``update_one``). A :class:`Relay` publishes pending events with publisher confirms and removes
-each one only after the broker accepted it. Publishing may happen twice (the request path
-and the relay process can race); consumers dedupe by ``event_id``. It never happens zero times:
-an event leaves the store only after a confirmed publish.
+(an ORM table in the same transaction; for MongoDB, the same single-document write, see
+``playlists/outbox.py``). A :class:`Relay` publishes pending events with publisher confirms
+and removes each one only after the broker accepted it. Publishing may happen twice (the
+request path and the relay process can race, or the relay can die between a publish and the
+forgetting); consumers dedupe by ``event_id``. It never happens zero times: an event leaves
+the store only after a confirmed publish.
+
+Forgetting goes in batches: a pass publishes its events one by one, each confirmed, and then
+asks the store to forget all of the confirmed ones at once (:meth:`OutboxStore.
+mark_published_many`: one ``DELETE ... WHERE event_id IN``, one ``delete_many`` or ``$pull``
+per document), also
+when a publish in the middle failed. A crash inside a pass therefore republishes at most that
+pass's confirmed events (``batch_size``), never drops one.
 
 The request path never waits on the broker: it calls :meth:`Relay.submit` (or :meth:`wake`),
 which hands the event to a background thread of the same process and returns at once.
@@ -17,7 +25,7 @@ import logging
 import queue
 import random
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
 from celery import Celery
@@ -37,6 +45,13 @@ class OutboxStore(Protocol):
 
     def mark_published(self, *, event_id: str) -> None:
         """Forget one event: the broker confirmed it."""
+        ...
+
+    def mark_published_many(self, *, event_ids: Sequence[str]) -> None:
+        """Forget these events, all confirmed by the broker, in as few writes as the store can.
+
+        Ids that are unknown or already forgotten are ignored (a second relay got there first).
+        """
         ...
 
 
@@ -73,7 +88,8 @@ class Relay:
         self._thread: threading.Thread | None = None
 
     def publish(self, envelope: dict[str, Any]) -> bool:
-        """Publish one envelope and forget it; False (and the event kept) on any failure."""
+        """Publish one envelope, confirmed; False on any failure. The store still holds it:
+        :meth:`run_once` forgets the confirmed ones of a pass together."""
         with bound(
             event_id=envelope.get("event_id"),
             request_id=envelope.get("request_id"),
@@ -88,27 +104,65 @@ class Relay:
                 if self.on_failed:
                     self.on_failed(envelope, exc)
                 return False
-            self.store.mark_published(event_id=envelope["event_id"])
-            if self.on_published:
-                self.on_published(envelope)
             return True
 
-    def run_once(self) -> tuple[int, str]:
-        """Publish what is pending now: (events published, "drained" | "more" | "failed")."""
-        published = 0
+    def _forget(self, confirmed: list[dict[str, Any]]) -> None:
+        """Forget every confirmed envelope in one call to the store, then the callbacks.
+
+        ``confirmed`` is emptied first: a store that fails is not asked twice for one pass.
+        """
+        if not confirmed:
+            return
+        envelopes = list(confirmed)
+        confirmed.clear()
+        self.store.mark_published_many(event_ids=[envelope["event_id"] for envelope in envelopes])
+        if self.on_published:
+            for envelope in envelopes:
+                self.on_published(envelope)
+
+    def _publish_all(
+        self, envelopes: Iterable[dict[str, Any]], confirmed: list[dict[str, Any]]
+    ) -> tuple[int, bool]:
+        """Publish in order until one fails, forgetting every ``batch_size`` confirmed ones:
+        (how many were confirmed, whether all were)."""
+        count = 0
+        for envelope in envelopes:
+            if not self.publish(envelope):
+                return count, False
+            confirmed.append(envelope)
+            count += 1
+            if len(confirmed) >= self.batch_size:
+                self._forget(confirmed)
+        return count, True
+
+    def _submitted_now(self) -> Iterator[dict[str, Any]]:
         while True:
             try:
-                submitted = self._submitted.get_nowait()
+                yield self._submitted.get_nowait()
             except queue.Empty:
-                break
-            if not self.publish(submitted):
+                return
+
+    def run_once(self) -> tuple[int, str]:
+        """Publish what is pending now: (events published, "drained" | "more" | "failed").
+
+        What was confirmed is forgotten before this returns, even when a later publish failed
+        or the store raised; if forgetting itself raises (the store is down), those events stay
+        in the store and go out again.
+        """
+        confirmed: list[dict[str, Any]] = []
+        try:
+            published, ok = self._publish_all(self._submitted_now(), confirmed)
+            # Forgotten before the scan, so that the scan does not find them again.
+            self._forget(confirmed)
+            if not ok:
                 return published, "failed"
-            published += 1
-        batch = self.store.pending(limit=self.batch_size, older_than_seconds=self.grace_seconds)
-        for envelope in batch:
-            if not self.publish(envelope):
-                return published, "failed"
-            published += 1
+            batch = self.store.pending(limit=self.batch_size, older_than_seconds=self.grace_seconds)
+            count, ok = self._publish_all(batch, confirmed)
+            published += count
+        finally:
+            self._forget(confirmed)
+        if not ok:
+            return published, "failed"
         return published, "more" if len(batch) >= self.batch_size else "drained"
 
     def run_forever(self, stop: threading.Event) -> None:

@@ -17,14 +17,20 @@ class MemoryStore:
     def __init__(self, envelopes):
         self.items = {e["event_id"]: e for e in envelopes}
         self.lock = threading.Lock()
+        self.forgotten = []  # the event ids of each mark_published_many call
 
     def pending(self, *, limit, older_than_seconds):
         with self.lock:
             return list(self.items.values())[:limit]
 
     def mark_published(self, *, event_id):
+        self.mark_published_many(event_ids=[event_id])
+
+    def mark_published_many(self, *, event_ids):
         with self.lock:
-            self.items.pop(event_id, None)
+            self.forgotten.append(list(event_ids))
+            for event_id in event_ids:
+                self.items.pop(event_id, None)
 
 
 def make_app(url):
@@ -134,3 +140,75 @@ def test_submit_from_a_request_returns_at_once_and_thread_publishes(amqp_url):
         thread.join(5)
     assert store.items == {}
     assert len(drain(amqp_url, events.ANALYSIS_QUEUE)) >= 1
+
+
+def delivered_ids(url):
+    return [body[0][0]["event_id"] for _, body in drain(url, events.ANALYSIS_QUEUE)]
+
+
+def test_a_pass_forgets_its_confirmed_events_in_one_call(amqp_url):
+    written = envelopes(250)
+    store = MemoryStore(written)
+    relay = Relay(app=make_app(amqp_url), store=store, batch_size=100)
+    assert relay.run_once() == (100, "more")
+    assert [len(ids) for ids in store.forgotten] == [100]
+    assert relay.run_once() == (100, "more")
+    assert relay.run_once() == (50, "drained")
+    assert [len(ids) for ids in store.forgotten] == [100, 100, 50]
+    assert [i for ids in store.forgotten for i in ids] == [e["event_id"] for e in written]
+    assert store.items == {}
+    assert delivered_ids(amqp_url) == [e["event_id"] for e in written]
+
+
+class FailingAfter(Relay):
+    """The broker refuses every publish after the first ``good`` ones."""
+
+    def __init__(self, *, good, **kwargs):
+        super().__init__(**kwargs)
+        self.good = good
+
+    def publish(self, envelope):
+        if self.good <= 0:
+            return False
+        self.good -= 1
+        return super().publish(envelope)
+
+
+def test_a_failure_mid_batch_forgets_exactly_the_confirmed_ones(amqp_url):
+    written = envelopes(5)
+    store = MemoryStore(written)
+    relay = FailingAfter(good=2, app=make_app(amqp_url), store=store)
+    assert relay.run_once() == (2, "failed")
+    assert store.forgotten == [[e["event_id"] for e in written[:2]]]
+    assert list(store.items) == [e["event_id"] for e in written[2:]]
+    assert Relay(app=make_app(amqp_url), store=store).run_once() == (3, "drained")
+    assert delivered_ids(amqp_url) == [e["event_id"] for e in written]
+
+
+def test_a_store_failing_to_forget_republishes_the_batch_never_drops_it(amqp_url):
+    written = envelopes(3)
+    store = MemoryStore(written)
+
+    class ForgetFails(MemoryStore):
+        def mark_published_many(self, *, event_ids):
+            raise ConnectionError("store down after the publishes")
+
+    failing = ForgetFails([])
+    failing.items = store.items
+    relay = Relay(app=make_app(amqp_url), store=failing)
+    with pytest.raises(ConnectionError):
+        relay.run_once()
+    assert len(store.items) == 3  # confirmed by the broker, but never forgotten...
+    assert Relay(app=make_app(amqp_url), store=store).run_once() == (3, "drained")
+    ids = [e["event_id"] for e in written]
+    assert delivered_ids(amqp_url) == ids + ids  # ...so sent again: consumers dedupe by id
+
+
+def test_a_submitted_event_is_forgotten_before_the_scan_and_sent_once(amqp_url):
+    written = envelopes(2)
+    store = MemoryStore(written)
+    relay = Relay(app=make_app(amqp_url), store=store)
+    relay.submit(written[0])  # the request path hands it over; the store holds it too
+    assert relay.run_once() == (2, "drained")
+    assert store.forgotten == [[written[0]["event_id"]], [written[1]["event_id"]]]
+    assert delivered_ids(amqp_url) == [e["event_id"] for e in written]

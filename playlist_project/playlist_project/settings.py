@@ -46,6 +46,11 @@ PLAYLIST_PUBLISH_TIMEOUT = env_float("PLAYLIST_PUBLISH_TIMEOUT", 3.0)
 PLAYLIST_RELAY_GRACE_SECONDS = env_float("PLAYLIST_RELAY_GRACE_SECONDS", 0.0)
 PLAYLIST_RELAY_INTERVAL = env_float("PLAYLIST_RELAY_INTERVAL", 0.2)
 PLAYLIST_RELAY_BATCH_SIZE = env_int("PLAYLIST_RELAY_BATCH_SIZE", 100)
+# Events of one playlist's own changes (update, delete) that may wait in its document while
+# the broker is down; one more change answers 503 outbox_full with nothing written. 1,000
+# events are at most about 1.5 MB, so a playlist document stays far below MongoDB's 16 MB.
+# Plays are not counted: they wait in the `outbox` collection (playlists/outbox.py).
+PLAYLIST_OUTBOX_MAX_PER_PLAYLIST = env_int("PLAYLIST_OUTBOX_MAX_PER_PLAYLIST", 1000)
 # Optional port where `manage.py outbox_relay` serves its own /metrics (unset: none).
 PLAYLIST_RELAY_METRICS_PORT = env_int("PLAYLIST_RELAY_METRICS_PORT", 0)
 

@@ -36,11 +36,13 @@ class Track(EmbeddedDocument):
 
 
 class Playlist(Document):
-    """A user's playlist plus its transactional outbox (``pending_events``).
+    """A user's playlist plus the outbox of its own changes (``pending_events``).
 
     ``deleted`` marks a tombstone: the playlist is gone for the API but its PlaylistDeleted
     event is still pending; the outbox removes the document once that event is confirmed.
     ``version`` grows on every change and guards read-modify-write updates.
+    ``pending_events`` holds the events of this playlist's create, updates and delete (at most
+    ``PLAYLIST_OUTBOX_MAX_PER_PLAYLIST``); plays go to :class:`OutboxEvent`.
     """
 
     owner_id = StringField(required=True)
@@ -65,9 +67,33 @@ class Playlist(Document):
     }
 
 
+class OutboxEvent(Document):
+    """An event that changes no playlist (TrackPlayed), waiting for the relay on its own.
+
+    The ``outbox`` collection: one small document per event, written by one ``insert_one``;
+    its ``_id`` is the event's ``event_id``. See :mod:`playlists.outbox` for why plays live
+    here and the other events inside their playlist.
+    """
+
+    id = StringField(primary_key=True)
+    owner_id = StringField(required=True)
+    written_at = DateTimeField(required=True)
+    envelope = DictField(required=True)
+
+    meta = {
+        "collection": "outbox",
+        "auto_create_index": False,
+        "indexes": [
+            {"fields": ["written_at"], "name": "outbox_written_at"},
+            {"fields": ["owner_id"], "name": "outbox_owner"},
+        ],
+    }
+
+
 def ensure_indexes() -> None:
     """Create the indexes; a database that is down now must not stop the process starting."""
     try:
         Playlist.ensure_indexes()
+        OutboxEvent.ensure_indexes()
     except PyMongoError as exc:
         logger.warning("could not create MongoDB indexes now: %s", exc)

@@ -19,6 +19,8 @@ OFFSET_INVALID = "Must be an integer of at least 0."
 PLAYLIST_LIMIT = "You already have {max_playlists} playlists, the most allowed; delete one first."
 STORE_UNAVAILABLE = "The playlist store is unavailable; try again shortly."
 STORE_RETRY_AFTER_SECONDS = 5
+OUTBOX_FULL = "Too many changes of this playlist are waiting to be published; try again shortly."
+OUTBOX_RETRY_AFTER_SECONDS = 30
 
 
 class PlaylistNotFound(exceptions.NotFound):
@@ -53,10 +55,22 @@ class StoreUnavailable(exceptions.APIException):
     status_code = status.HTTP_503_SERVICE_UNAVAILABLE
     default_detail = STORE_UNAVAILABLE
     default_code = "store_unavailable"
+    retry_after = STORE_RETRY_AFTER_SECONDS
+
+
+class OutboxFull(exceptions.APIException):
+    """The playlist already holds PLAYLIST_OUTBOX_MAX_PER_PLAYLIST unpublished events (the
+    broker has been down a while): this update or delete was not written."""
+
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = OUTBOX_FULL
+    default_code = "outbox_full"
+    retry_after = OUTBOX_RETRY_AFTER_SECONDS
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
-    """common's handler, plus: MongoDB unreachable is a 503 with Retry-After, not a 500.
+    """common's handler, plus: MongoDB unreachable is a 503 with Retry-After, not a 500, and
+    every 503 of this service names when to try again (``Retry-After``).
 
     A write refused this way was not acknowledged; if the connection dropped after MongoDB
     applied it, the change and its event are both there (one single-document write), so the
@@ -64,8 +78,9 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     """
     if isinstance(exc, ConnectionFailure):  # AutoReconnect, NetworkTimeout, server selection
         logger.warning("playlist store unavailable: %s", type(exc).__name__)
-        response = common_exception_handler(StoreUnavailable(), context)
-        if response is not None:
-            response["Retry-After"] = str(STORE_RETRY_AFTER_SECONDS)
-        return response
-    return common_exception_handler(exc, context)
+        exc = StoreUnavailable()
+    response = common_exception_handler(exc, context)
+    retry_after = getattr(exc, "retry_after", None)
+    if response is not None and retry_after is not None:
+        response["Retry-After"] = str(retry_after)
+    return response

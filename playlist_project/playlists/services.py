@@ -1,6 +1,7 @@
 """Writes of playlists; each change and its event are stored by one single-document write.
 
-See :mod:`playlists.outbox` for why that is atomic. The request path never talks to the
+See :mod:`playlists.outbox` for why that is atomic and where each event waits (a play's in the
+``outbox`` collection, the others' in their playlist). The request path never talks to the
 broker: the relay process publishes the event. After the write the user's cache is invalidated.
 """
 
@@ -15,9 +16,14 @@ from django.conf import settings
 from rest_framework.exceptions import ValidationError
 
 from common import events
-from playlists import cache, metrics
+from playlists import cache, metrics, outbox
 from playlists.documents import Playlist, Track
-from playlists.exceptions import TRACK_OUT_OF_RANGE, PlaylistConflict, PlaylistLimitReached
+from playlists.exceptions import (
+    TRACK_OUT_OF_RANGE,
+    OutboxFull,
+    PlaylistConflict,
+    PlaylistLimitReached,
+)
 from playlists.outbox import collection, entry, utcnow
 from playlists.selectors import playlist_get
 
@@ -110,12 +116,26 @@ def playlist_create(
 
 def _write_if_unchanged(playlist: Playlist, *, owner_id: str, update: dict[str, Any]) -> bool:
     """Apply ``update`` (change and event together) only if nobody wrote the playlist since it
-    was read: one atomic single-document update_one. False: read again and retry."""
+    was read and its outbox has room: one atomic single-document update_one. False: read again
+    and retry. OutboxFull (nothing written) when the playlist's outbox is at its cap."""
     result = collection().update_one(
-        {"_id": playlist.id, "owner_id": owner_id, "deleted": False, "version": playlist.version},
+        {
+            "_id": playlist.id,
+            "owner_id": owner_id,
+            "deleted": False,
+            "version": playlist.version,
+            **outbox.below_cap(),
+        },
         update,
     )
-    return bool(result.matched_count == 1)
+    if result.matched_count == 1:
+        return True
+    if outbox.outbox_full(owner_id=owner_id, playlist_id=playlist.id):
+        logger.warning(
+            "playlist outbox full, change refused", extra={"playlist_id": str(playlist.id)}
+        )
+        raise OutboxFull()
+    return False
 
 
 def playlist_update(
@@ -202,43 +222,42 @@ def playlist_delete(*, owner_id: str, playlist_id: str, request_id: str | None =
 def playlist_play(
     *, owner_id: str, playlist_id: str, track_index: int, request_id: str | None = None
 ) -> dict[str, Any]:
-    """Record a play of one track (TrackPlayed); returns the event's envelope."""
-    for _ in range(MAX_WRITE_ATTEMPTS):
-        playlist = playlist_get(owner_id=owner_id, playlist_id=playlist_id)
-        if not 0 <= track_index < len(playlist.tracks):
-            raise ValidationError({"track": [TRACK_OUT_OF_RANGE]})
-        track = playlist.tracks[track_index]
-        envelope = events.make_envelope(
-            events.TRACK_PLAYED,
-            user_id=owner_id,
-            request_id=request_id,
-            data={
-                "playlist_id": playlist_id,
-                "track_index": track_index,
-                "title": track.title,
-                "artist": track.artist,
-                "genre": track.genre,
-            },
-        )
-        # The version filter proves the track at this index is still the one reported.
-        written = _write_if_unchanged(
-            playlist, owner_id=owner_id, update={"$push": {"pending_events": entry(envelope)}}
-        )
-        if written:
-            # A play changes nothing a GET shows: the user's cache stays valid.
-            _committed(
-                operation="played",
-                owner_id=owner_id,
-                playlist_id=playlist_id,
-                envelope=envelope,
-                invalidate=False,
-            )
-            return envelope
-    raise PlaylistConflict()
+    """Record a play of one track (TrackPlayed); returns the event's envelope.
+
+    A play changes nothing in the playlist: its event alone is written, by one ``insert_one``
+    into the ``outbox`` collection, never growing the playlist document. It describes the
+    playlist as read here (a concurrent update or delete comes after it).
+    """
+    playlist = playlist_get(owner_id=owner_id, playlist_id=playlist_id)
+    if not 0 <= track_index < len(playlist.tracks):
+        raise ValidationError({"track": [TRACK_OUT_OF_RANGE]})
+    track = playlist.tracks[track_index]
+    envelope = events.make_envelope(
+        events.TRACK_PLAYED,
+        user_id=owner_id,
+        request_id=request_id,
+        data={
+            "playlist_id": playlist_id,
+            "track_index": track_index,
+            "title": track.title,
+            "artist": track.artist,
+            "genre": track.genre,
+        },
+    )
+    outbox.record(envelope, owner_id=owner_id)
+    # A play changes nothing a GET shows: the user's cache stays valid.
+    _committed(
+        operation="played",
+        owner_id=owner_id,
+        playlist_id=playlist_id,
+        envelope=envelope,
+        invalidate=False,
+    )
+    return envelope
 
 
 def playlists_delete_for_user(*, user_id: str) -> int:
-    """Delete every playlist of a deleted user, tombstones and unsent events included.
+    """Delete every playlist of a deleted user, tombstones and unsent events (plays too) included.
 
     No PlaylistDeleted events: the analysis service handles UserDeleted itself and erases the
     user's data; the user's still-pending events are dropped with the documents on purpose,
@@ -247,6 +266,7 @@ def playlists_delete_for_user(*, user_id: str) -> int:
     """
     live = collection().delete_many({"owner_id": user_id, "deleted": False}).deleted_count
     collection().delete_many({"owner_id": user_id})
+    outbox.events_collection().delete_many({"owner_id": user_id})
     if live:
         metrics.PLAYLIST_WRITES.labels(operation="deleted").inc(live)
     cache.invalidate_user(user_id)

@@ -24,7 +24,7 @@ from common.context import sign
 from common.events import ANALYSIS_DLQ, ANALYSIS_QUEUE, PLAYLIST_DLQ, PLAYLIST_QUEUE
 from common.testing import run_id, server_url
 from playlists import db
-from playlists.documents import Playlist, ensure_indexes
+from playlists.documents import OutboxEvent, Playlist, ensure_indexes
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 REPO_ROOT = PROJECT_DIR.parent
@@ -68,6 +68,7 @@ def mongodb() -> Iterator[str]:
 @pytest.fixture(autouse=True)
 def _clean_collections(mongodb: str) -> None:
     Playlist._get_collection().delete_many({})
+    OutboxEvent._get_collection().delete_many({})
 
 
 class SignedClient:
@@ -139,10 +140,12 @@ def make_playlist(alice: SignedClient) -> Callable[..., dict[str, Any]]:
 
 
 def pending_envelopes() -> list[dict[str, Any]]:
-    """Every event still in the outbox, in write order."""
+    """Every event still in the outbox (playlists' ``pending_events`` and the ``outbox``
+    collection of plays), in write order."""
     rows = []
     for document in Playlist._get_collection().find({}, {"pending_events": 1}):
         rows.extend(document.get("pending_events") or [])
+    rows.extend(OutboxEvent._get_collection().find({}))
     rows.sort(key=lambda row: row["written_at"])
     return [row["envelope"] for row in rows]
 

@@ -222,7 +222,7 @@ def test_a_crash_after_publish_before_forgetting_publishes_again(
     def crash(**_):
         raise RuntimeError("process died before $pull")
 
-    monkeypatch.setattr(relay.store, "mark_published", crash)
+    monkeypatch.setattr(relay.store, "mark_published_many", crash)
     with pytest.raises(RuntimeError):
         relay.run_once()
     assert pending_envelopes() == [envelope]  # never zero times...

@@ -19,7 +19,7 @@ from pymongo import uri_parser
 
 from common.events import PLAYLIST_CREATED, make_envelope
 from playlists import db, selectors, services
-from playlists.documents import Playlist, ensure_indexes
+from playlists.documents import OutboxEvent, Playlist, ensure_indexes
 from playlists.outbox import PlaylistOutboxStore, entry, utcnow
 from playlists.tests.conftest import connected_to, database_name
 
@@ -48,6 +48,7 @@ def owner(request: pytest.FixtureRequest, mongodb: str) -> Iterator[str]:
         finally:
             if named:
                 Playlist._get_collection().delete_many({"owner_id": owner})
+                OutboxEvent._get_collection().delete_many({"owner_id": owner})
             else:
                 Playlist._get_collection().database.client.drop_database(name)
 
