@@ -12,6 +12,7 @@ from pathlib import Path
 
 # Imported at start-up: the master reaps its last workers while the interpreter shuts down,
 # when an import inside the hook would fail.
+from gunicorn.workers import gthread
 from prometheus_client import multiprocess
 
 bind = f"{os.environ.get('BIND_HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"  # noqa: S104
@@ -24,6 +25,13 @@ graceful_timeout = 5
 accesslog = None  # each service logs its own requests (JSON, with request ids)
 errorlog = "-"
 worker_tmp_dir = "/dev/shm" if Path("/dev/shm").is_dir() else None  # noqa: S108
+
+# How long a worker thread waits for the first bytes of a new connection before handing it to
+# the worker's poller (which waits without a thread, up to `keepalive` seconds). gunicorn's 5 s
+# let connections that send nothing hold every thread: 1,000 idle connections stalled a
+# gateway of 8 threads for minutes (e2e/faults, docs/reliability.md). A client that sends its
+# request at once is still served straight away; a later one is served when its bytes arrive.
+gthread.DEFAULT_WORKER_DATA_TIMEOUT = 0.01
 
 
 def on_starting(server):
