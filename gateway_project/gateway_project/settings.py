@@ -88,6 +88,13 @@ UPSTREAMS = {
 }
 # Connections kept alive per upstream and worker: at least the worker's thread count.
 UPSTREAM_POOL_SIZE = env_int("UPSTREAM_POOL_SIZE", max(10, env_int("GUNICORN_THREADS", 4)))
+# The bulkhead (proxy/breaker.py): calls in flight to one upstream per worker (0: no limit; by
+# default one thread is always left to the other upstreams), and how long the oldest may run
+# before a call over the limit is refused at once (503) instead of waiting for a slot.
+UPSTREAM_MAX_IN_FLIGHT = env_int(
+    "UPSTREAM_MAX_IN_FLIGHT", max(1, env_int("GUNICORN_THREADS", 4) - 1)
+)
+UPSTREAM_SLOW_SECONDS = env_float("UPSTREAM_SLOW_SECONDS", 1.0)
 # Circuit breakers (proxy/breaker.py): an upstream's breaker opens when, over the last
 # BREAKER_WINDOW_SECONDS, at least BREAKER_MIN_CALLS calls were made and at least
 # BREAKER_FAILURE_RATE of them failed (connection error, timeout, 502/503/504; never a 500 or 4xx).

@@ -42,6 +42,14 @@ Design decisions:
   their own), logged as a warning at most every few seconds, and asks Redis again only after a
   short back-off so a black-holed Redis does not add its timeout to every request; it never
   turns a Redis outage into an outage of every upstream.
+* **A bulkhead per upstream and worker** (``Bulkhead``): at most ``max_in_flight`` calls to one
+  upstream at a time in a worker (by default one less than its threads). A call over the limit
+  waits for a slot while the calls in flight are young, and is refused at once (503,
+  ``Retry-After: 1``) once the oldest has run ``slow_after`` seconds. So an upstream that hangs
+  holds at most ``max_in_flight`` threads of a worker until its read timeout, and the others
+  keep serving the other upstreams (a hang opens the breaker late or never: each failure is
+  only counted at its timeout). Ordinary bursts wait a few milliseconds, as they would in the
+  worker's queue.
 """
 
 from __future__ import annotations
@@ -51,7 +59,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -214,6 +222,40 @@ class RedisStorage(pybreaker.CircuitRedisStorage):
         ]
 
 
+class Bulkhead:
+    """At most ``limit`` calls in flight at a time in this process (0: no limit); see the
+    module's docstring."""
+
+    def __init__(self, *, limit: int, slow_after: float) -> None:
+        self.limit = limit
+        self.slow_after = slow_after
+        self._cond = threading.Condition()
+        self._started: dict[object, float] = {}  # one entry per call in flight
+
+    @contextlib.contextmanager
+    def admit(self) -> Iterator[None]:
+        if self.limit <= 0:
+            yield
+            return
+        token = object()
+        with self._cond:
+            while len(self._started) >= self.limit:
+                age = time.monotonic() - min(self._started.values())
+                if age >= self.slow_after:
+                    raise BreakerOpenError(
+                        "upstream busy: every slot held by a slow call",
+                        retry_after=PROBE_BUSY_RETRY_AFTER,
+                    )
+                self._cond.wait(self.slow_after - age)
+            self._started[token] = time.monotonic()
+        try:
+            yield
+        finally:
+            with self._cond:
+                del self._started[token]
+                self._cond.notify()
+
+
 class _RedisProbeLock:
     def __init__(self, redis: Redis, name: str, ttl: float) -> None:
         self._lock = redis.lock(name, timeout=ttl, blocking=False, thread_local=False)
@@ -280,6 +322,8 @@ class UpstreamBreaker(pybreaker.CircuitBreaker):
         namespace: str,
         probe_ttl: float = 30.0,
         state_cache_seconds: float = 0.0,
+        max_in_flight: int = 0,
+        slow_after: float = 1.0,
     ) -> None:
         storage = RedisStorage(CLOSED, redis, namespace=namespace, window_seconds=window_seconds)
         key = f"{namespace}:pybreaker:probe"
@@ -305,6 +349,7 @@ class UpstreamBreaker(pybreaker.CircuitBreaker):
         self._pending_lock = threading.Lock()
         self._pending_second = 0
         self._pending_calls = 0
+        self.bulkhead = Bulkhead(limit=max_in_flight, slow_after=slow_after)
         self._observe(storage.snapshot())
 
     # -- helpers -----------------------------------------------------------------------------
@@ -384,13 +429,14 @@ class UpstreamBreaker(pybreaker.CircuitBreaker):
     def call(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         state = self._snapshot()
         self._observe(state)
-        if state == CLOSED:
-            return self._call_closed(func, *args, **kwargs)
         if state == OPEN:
             remaining = self._open_remaining()
             if remaining > 0:
                 raise BreakerOpenError("circuit open", retry_after=math.ceil(remaining))
-        return self._probe(func, *args, **kwargs)
+        with self.bulkhead.admit():
+            if state == CLOSED:
+                return self._call_closed(func, *args, **kwargs)
+            return self._probe(func, *args, **kwargs)
 
     def _call_closed(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         try:

@@ -34,6 +34,8 @@ _RESET_ON = {
     "BREAKER_RESET_TIMEOUT",
     "UPSTREAM_POOL_SIZE",
     "BREAKER_STATE_CACHE_SECONDS",
+    "UPSTREAM_MAX_IN_FLIGHT",
+    "UPSTREAM_SLOW_SECONDS",
 }
 
 
@@ -96,6 +98,8 @@ def build_breaker(name: str, *, probe_ttl: float) -> UpstreamBreaker:
         namespace=breaker_namespace(name),
         probe_ttl=probe_ttl,
         state_cache_seconds=breaker_state_cache_seconds(),
+        max_in_flight=settings.UPSTREAM_MAX_IN_FLIGHT,
+        slow_after=settings.UPSTREAM_SLOW_SECONDS,
     )
 
 
