@@ -23,7 +23,14 @@ from devtools.localservers import (
     local_servers_for_command,
     server_specs,
 )
-from devtools.platform import manage, platform_ports, platform_specs, prepare
+from devtools.platform import (
+    SCALABLE,
+    manage,
+    parse_scale,
+    platform_ports,
+    platform_specs,
+    prepare,
+)
 from devtools.project import (
     FLOWER_PORT,
     ORM_SERVICES,
@@ -42,9 +49,16 @@ DESCRIPTION = (
 )
 
 
-def cmd_up(_: argparse.Namespace) -> int:
+def cmd_up(args: argparse.Namespace) -> int:
     bootstrap()
     load_environment()
+    try:  # --scale NAME=N wins over LAUNCHER_SCALE's NAME=N
+        scale = parse_scale(",".join([os.environ.get("LAUNCHER_SCALE", ""), *args.scale]))
+    except ValueError as exc:
+        log(str(exc))
+        return 2
+    if scale:
+        os.environ["LAUNCHER_SCALE"] = ",".join(f"{name}={n}" for name, n in scale.items())
     if sys.stdout.isatty():
         os.environ.setdefault("LOG_FORMAT", "text")
     os.environ.setdefault("DEBUG", "false")
@@ -89,6 +103,12 @@ def cmd_up(_: argparse.Namespace) -> int:
         gateway = os.environ.get("GATEWAY_SERVICE_URL", "http://localhost:4000")
         analysis = os.environ.get("ANALYSIS_SERVICE_URL", "http://localhost:3001")
         log(f"all {len(platform.specs)} processes up in {time.monotonic() - started:.1f}s")
+        alone = [
+            s for s in specs if s.service in scale and s.name.rstrip("-0123456789") == s.service
+        ]
+        if alone:  # the replicas of a scaled web service, each on a port of its own too
+            urls = (f"{s.name} {(s.health_url or '').removesuffix('healthz')}" for s in alone)
+            log("replicas     " + ", ".join(urls))
         log(f"gateway      {gateway}/api/")
         log(f"API docs     {gateway}/api/docs")
         log(
@@ -181,7 +201,15 @@ def cmd_test(args: argparse.Namespace) -> int:
 def main(argv: Iterable[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("up", help="set up and run every service").set_defaults(func=cmd_up)
+    up = sub.add_parser("up", help="set up and run every service")
+    up.add_argument(
+        "--scale",
+        action="append",
+        default=[],
+        metavar="NAME=N",
+        help=f"run N processes of NAME (repeatable; NAME one of {', '.join(SCALABLE)})",
+    )
+    up.set_defaults(func=cmd_up)
     sub.add_parser("migrate", help="apply every service's migrations").set_defaults(
         func=cmd_migrate
     )

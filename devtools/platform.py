@@ -14,6 +14,7 @@ import os
 import subprocess
 from pathlib import Path
 
+from devtools import servers
 from devtools.env import service_env
 from devtools.project import (
     FLOWER_PORT,
@@ -25,6 +26,10 @@ from devtools.project import (
     venv_python,
 )
 from devtools.supervisor import ProcSpec
+
+# What `up --scale NAME=N` (or LAUNCHER_SCALE) may run several of. Not the outbox relays (one
+# publisher per outbox here) nor Flower (one dashboard).
+SCALABLE = (*SERVICES, "analysis-worker", "playlist-worker")
 
 
 def manage(
@@ -137,6 +142,8 @@ def platform_specs(overrides: dict[str, str] | None = None) -> list[ProcSpec]:
             env=service_env("analysis", overrides),
         )
     )
+    scale = parse_scale(base.get("LAUNCHER_SCALE", ""))
+    specs = [copy for spec in specs for copy in replicas(spec, scale.get(spec.name, 1))]
     for spec in specs:
         # Metrics summed over every process of one program (gunicorn workers, celery children).
         spec.env.setdefault(
@@ -144,6 +151,48 @@ def platform_specs(overrides: dict[str, str] | None = None) -> list[ProcSpec]:
             str(Path(spec.env.get("STATE_DIR", STATE)) / "prometheus" / spec.name),
         )
     return specs
+
+
+def parse_scale(text: str) -> dict[str, int]:
+    """``NAME=N,NAME=N`` (LAUNCHER_SCALE, or `up --scale NAME=N` repeated) as {NAME: N}."""
+    scale: dict[str, int] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, _, count = item.partition("=")
+        if name not in SCALABLE or not count.isdigit() or int(count) < 1:
+            raise ValueError(
+                f"cannot scale {item!r}: NAME=N with N at least 1 and NAME one of "
+                + ", ".join(SCALABLE)
+            )
+        scale[name] = int(count)
+    return scale
+
+
+def replicas(spec: ProcSpec, count: int) -> list[ProcSpec]:
+    """`count` copies of one program, each a process of its own (restarted on its own).
+
+    The first keeps the program's name, the others are `NAME-2`, `NAME-3`... The replicas of a
+    web service all listen on its port with SO_REUSEPORT, so the kernel spreads the incoming
+    connections among them (no balancer in between), and each also on a free port of its own,
+    where its health is checked and where it can be reached alone. Each Celery worker gets a
+    node name and a metrics port of its own.
+    """
+    if count == 1:
+        return [spec]
+    copies = []
+    for number in range(1, count + 1):
+        argv, env, health_url = list(spec.argv), dict(spec.env), spec.health_url
+        if spec.name in SERVICES:
+            own = servers.free_port()
+            argv += ["--bind", f"{env.get('BIND_HOST', '127.0.0.1')}:{own}", "--reuse-port"]
+            health_url = f"http://127.0.0.1:{own}/healthz"
+        elif number > 1:
+            node = argv.index("-n") + 1
+            argv[node] = argv[node].replace("@", f"-{number}@", 1)
+            if spec.name == "analysis-worker" and env.get("ANALYSIS_WORKER_METRICS_PORT") != "0":
+                env["ANALYSIS_WORKER_METRICS_PORT"] = str(servers.free_port())
+        name = spec.name if number == 1 else f"{spec.name}-{number}"
+        copies.append(ProcSpec(name, spec.service, argv, health_url, env=env))
+    return copies
 
 
 def platform_ports(overrides: dict[str, str] | None = None) -> dict[str, tuple[int, str]]:
