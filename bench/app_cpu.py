@@ -144,7 +144,6 @@ def _child(args: argparse.Namespace) -> None:
         import importlib
         import logging
 
-        from django.conf import settings
         from django.core.management import call_command
 
         application = importlib.import_module(f"{folder}.wsgi").application
@@ -153,10 +152,12 @@ def _child(args: argparse.Namespace) -> None:
                 handler.setStream(open(os.devnull, "w"))  # noqa: SIM115
         if service == "analysis":
             call_command("migrate", verbosity=0)
-            from common.context import sign
+            from common.context import Signed, service_key, sign
 
+            # A read may repeat its context within its minute (only writes are single-use).
+            target = Signed(audience="analysis", method="GET", path=path)
             signed = [
-                sign({"id": str(i), "username": f"user{i}"}, secret=settings.INTERNAL_SECRET)
+                sign({"id": str(i), "username": f"user{i}"}, key=service_key(), target=target)
                 for i in range(USERS)
             ]
 

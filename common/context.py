@@ -1,9 +1,19 @@
-"""Signed user context: the gateway signs who the caller is, services verify it.
+"""Signed user context: the gateway signs who the caller is and what it asked, services verify it.
 
-``X-User`` carries compact JSON of the caller; ``X-User-Signature`` is
-``t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<X-User>" keyed by INTERNAL_SECRET>``.
-A service reached directly cannot be fooled by a forged header, and a captured header
-stops working after ``MAX_AGE_SECONDS``.
+``X-User`` carries compact JSON of the caller. ``X-User-Signature`` is
+``t=<unix seconds>,n=<nonce>,v2=<hex HMAC-SHA256>`` over, one per line: ``t``, the nonce, the
+audience (the service the request is for), the method, the path with its query string as sent,
+the SHA-256 of the body, and the ``X-User`` value. So a captured context is good for one request
+only: on another path, method, body or service it is refused (401), after ``MAX_AGE_SECONDS`` it
+is refused, and a write (POST, PUT, PATCH, DELETE) replayed with the same nonce is refused by
+the service's nonce list (the Django cache, for ``MAX_AGE_SECONDS``).
+
+Keys: each service has its own. By default it is derived from ``INTERNAL_SECRET`` and the
+service's name (:func:`derive_key`), so one secret still configures a single machine; a service
+given ``CONTEXT_KEY`` uses that instead and needs no ``INTERNAL_SECRET`` at all, and the gateway
+then reads it as ``<SERVICE>_CONTEXT_KEY`` (``PLAYLIST_CONTEXT_KEY``...). With separate keys a
+compromised service can forge contexts for nobody else. The gateway forwards no
+``Authorization`` header and no cookies (``proxy.services``): no service sees a bearer token.
 """
 
 from __future__ import annotations
@@ -11,15 +21,20 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
+import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
+from django.core.cache import cache
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
 
 from common.log_context import user_id_var
+
+logger = logging.getLogger(__name__)
 
 USER_HEADER = "X-User"
 SIGNATURE_HEADER = "X-User-Signature"
@@ -30,15 +45,21 @@ MAX_AGE_SECONDS = 60
 # accepted within this margin only.
 CLOCK_SKEW_SECONDS = 5
 MAX_HEADER_LENGTH = 4096
+NONCE_BYTES = 16
+NONCE_KEY = "context:nonce:{nonce}"
+# Methods whose replay changes something: their nonce is remembered and refused a second time.
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_KEY_LABEL = "musicstream user context v2:"
 
 ERROR_MISSING = "Missing user context."
 ERROR_MALFORMED = "Malformed user context."
 ERROR_BAD_SIGNATURE = "Invalid user context signature."
 ERROR_EXPIRED = "Expired user context."
+ERROR_REPLAYED = "Replayed user context."
 
 
 class ContextError(Exception):
-    """The user context headers are missing, malformed, forged, tampered or expired."""
+    """The user context headers are missing, malformed, forged, tampered, expired or replayed."""
 
 
 @dataclass(frozen=True)
@@ -63,9 +84,41 @@ class ContextUser:
         return self.username
 
 
-def _digest(secret: str, timestamp: int, value: str) -> str:
-    message = f"{timestamp}.{value}".encode()
-    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+@dataclass(frozen=True)
+class Signed:
+    """What a signature covers besides the user: where the request goes and what it carries."""
+
+    audience: str
+    method: str
+    path: str
+    body: bytes = b""
+
+
+def derive_key(secret: str, service: str) -> str:
+    """The context key of ``service`` derived from the shared ``INTERNAL_SECRET``."""
+    return hmac.new(secret.encode(), (_KEY_LABEL + service).encode(), hashlib.sha256).hexdigest()
+
+
+def service_key() -> str:
+    """This service's own context key (settings ``CONTEXT_KEY``, else derived)."""
+    return str(getattr(settings, "CONTEXT_KEY", "") or "") or derive_key(
+        settings.INTERNAL_SECRET, settings.SERVICE_NAME
+    )
+
+
+def _digest(key: str, timestamp: int, nonce: str, target: Signed, value: str) -> str:
+    message = "\n".join(
+        (
+            str(timestamp),
+            nonce,
+            target.audience,
+            target.method.upper(),
+            target.path,
+            hashlib.sha256(target.body).hexdigest(),
+            value,
+        )
+    )
+    return hmac.new(key.encode(), message.encode(), hashlib.sha256).hexdigest()
 
 
 def encode_user(user: dict[str, Any]) -> str:
@@ -73,23 +126,32 @@ def encode_user(user: dict[str, Any]) -> str:
     return json.dumps(user, separators=(",", ":"), sort_keys=True, ensure_ascii=True)
 
 
-def sign(user: dict[str, Any], *, secret: str, now: float | None = None) -> dict[str, str]:
-    """Headers that carry ``user`` to a service: ``{"X-User": ..., "X-User-Signature": ...}``."""
+def sign(
+    user: dict[str, Any],
+    *,
+    key: str,
+    target: Signed,
+    now: float | None = None,
+    nonce: str | None = None,
+) -> dict[str, str]:
+    """Headers carrying ``user`` to a service for one request: X-User and X-User-Signature."""
     value = encode_user(user)
     timestamp = int(time.time() if now is None else now)
-    signature = f"t={timestamp},v1={_digest(secret, timestamp, value)}"
-    return {USER_HEADER: value, SIGNATURE_HEADER: signature}
+    nonce = nonce or secrets.token_hex(NONCE_BYTES)
+    digest = _digest(key, timestamp, nonce, target, value)
+    return {USER_HEADER: value, SIGNATURE_HEADER: f"t={timestamp},n={nonce},v2={digest}"}
 
 
 def verify(
     value: str | None,
     signature: str | None,
     *,
-    secret: str,
+    key: str,
+    target: Signed,
     max_age: int = MAX_AGE_SECONDS,
     now: float | None = None,
-) -> dict[str, Any]:
-    """Return the user dict carried by valid headers; raise ContextError otherwise.
+) -> tuple[dict[str, Any], str]:
+    """The user dict carried by valid headers and the signature's nonce; ContextError otherwise.
 
     Whatever a client sends (non-ASCII or binary text, empty or huge values, non-strings)
     ends in ContextError, never another exception: a forged header is a 401, not a 500.
@@ -109,10 +171,14 @@ def verify(
         if not parts["t"].isdigit():  # int() would also take "+1", " 1 " or "1_0"
             raise ValueError(parts["t"])
         timestamp = int(parts["t"])
-        given = parts["v1"]
+        nonce = parts["n"]
+        given = parts["v2"]
     except (KeyError, ValueError) as exc:
         raise ContextError(ERROR_MALFORMED) from exc
-    if not hmac.compare_digest(_digest(secret, timestamp, value).encode(), given.encode()):
+    if not nonce or not nonce.isalnum():
+        raise ContextError(ERROR_MALFORMED)
+    expected = _digest(key, timestamp, nonce, target, value)
+    if not hmac.compare_digest(expected.encode(), given.encode()):
         raise ContextError(ERROR_BAD_SIGNATURE)
     current = time.time() if now is None else now
     if current - timestamp > max_age or timestamp - current > CLOCK_SKEW_SECONDS:
@@ -127,14 +193,39 @@ def verify(
         or not isinstance(user.get("username"), str)
     ):
         raise ContextError(ERROR_MALFORMED)
-    return user
+    return user, nonce
+
+
+def nonce_claim(nonce: str) -> None:
+    """Remember a write's nonce for as long as its signature is valid; ContextError if it was
+    seen before. A cache that does not answer lets the request through (logged): the signature
+    still pins it to one path, method, body and minute."""
+    try:
+        fresh = cache.add(NONCE_KEY.format(nonce=nonce), 1, MAX_AGE_SECONDS + CLOCK_SKEW_SECONDS)
+    except Exception as exc:
+        logger.warning("context nonce not checked, cache unavailable: %s", exc)
+        return
+    if not fresh:
+        raise ContextError(ERROR_REPLAYED)
+
+
+def request_target(request: Request) -> Signed:
+    """What the gateway signed for this request, as the service received it."""
+    django_request = request._request
+    return Signed(
+        audience=settings.SERVICE_NAME,
+        method=django_request.method or "",
+        path=django_request.get_full_path(),
+        body=django_request.body,
+    )
 
 
 class SignedContextAuthentication(authentication.BaseAuthentication):
     """DRF authentication from the gateway's signed ``X-User`` header.
 
     No header at all: not authenticated (views needing a user answer 401).
-    A header that is forged, tampered, malformed or expired: 401 at once.
+    A header that is forged, tampered, malformed, expired, replayed or signed for another
+    request: 401 at once.
     """
 
     def authenticate(self, request: Request) -> tuple[ContextUser, None] | None:
@@ -143,7 +234,11 @@ class SignedContextAuthentication(authentication.BaseAuthentication):
         if not value and not signature:
             return None
         try:
-            data = verify(value, signature, secret=settings.INTERNAL_SECRET)
+            data, nonce = verify(
+                value, signature, key=service_key(), target=request_target(request)
+            )
+            if request.method in UNSAFE_METHODS:
+                nonce_claim(nonce)
         except ContextError as exc:
             raise exceptions.AuthenticationFailed(str(exc)) from exc
         user = ContextUser(

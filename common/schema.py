@@ -22,5 +22,6 @@ class SignedContextScheme(OpenApiAuthenticationExtension):
             "in": "header",
             "name": "X-User",
             "description": "Set by the gateway after it verified the bearer token, with "
-            "X-User-Signature (HMAC-SHA256 keyed by INTERNAL_SECRET).",
+            "X-User-Signature (HMAC-SHA256 over the time, a nonce, this service, the method, "
+            "the path, the body's SHA-256 and X-User, keyed by this service's context key).",
         }

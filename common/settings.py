@@ -218,7 +218,12 @@ def defaults(*, service: str, base_dir: Path, project: str, orm: bool = True) ->
         "BASE_DIR": base_dir,
         "DEBUG": debug,
         "SECRET_KEY": secret("SECRET_KEY", debug=debug, dev_default=f"dev-insecure-{service}"),
-        "INTERNAL_SECRET": secret("INTERNAL_SECRET", debug=debug, dev_default="dev-internal"),
+        # The user-context key (common.context): this service's own CONTEXT_KEY, else one
+        # derived from INTERNAL_SECRET, which a service given its own key does not need.
+        "CONTEXT_KEY": env_str("CONTEXT_KEY", ""),
+        "INTERNAL_SECRET": env_str("INTERNAL_SECRET", "")
+        if env_str("CONTEXT_KEY", "")
+        else secret("INTERNAL_SECRET", debug=debug, dev_default="dev-internal"),
         "ALLOWED_HOSTS": env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", service]),
         "INSTALLED_APPS": [
             "django.contrib.contenttypes",

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import socket
 import time
 import uuid
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import jwt
 import pytest
+from context_auth import SignedContext
 from cryptography.hazmat.primitives import serialization
 
 from common import context
@@ -143,35 +143,72 @@ def test_a_revoked_token_is_401(platform, api, victim):
 def test_forged_user_contexts_straight_to_a_service_are_401(platform, api, victim, service):
     path = {"auth": "/api/auth/me", "playlist": "/api/playlists", "analysis": "/api/analysis"}
     url = platform.url(service, path[service])
-    value = context.encode_user({"id": victim["id"], "username": victim["username"]})
-    genuine = context.sign(
-        {"id": victim["id"], "username": victim["username"]}, secret=os.environ["INTERNAL_SECRET"]
-    )
-    stale = context.sign(
-        {"id": victim["id"], "username": victim["username"]},
-        secret=os.environ["INTERNAL_SECRET"],
-        now=time.time() - 3600,
-    )
-    wrong_key = context.sign({"id": victim["id"]}, secret="not-the-internal-secret")
+    who = {"id": victim["id"], "username": victim["username"]}
+    value = context.encode_user(who)
+    genuine = SignedContext(service, who)
+    other_service = "playlist" if service != "playlist" else "analysis"
     attempts = {
         "no signature": {"X-User": value},
-        "bad signature": {"X-User": value, "X-User-Signature": "t=1,v1=00"},
-        "signed with another key": wrong_key,
-        "an hour old": stale,
+        "bad signature": {"X-User": value, "X-User-Signature": "t=1,n=1,v2=00"},
+        "the old v1 form": {"X-User": value, "X-User-Signature": "t=1,v1=" + "0" * 64},
+        "signed with another key": SignedContext(service, who, key="not-ours").headers(
+            "GET", path[service]
+        ),
+        "signed for another service": SignedContext(other_service, who).headers(
+            "GET", path[service]
+        ),
+        "addressed to another service": SignedContext(service, who, audience=other_service).headers(
+            "GET", path[service]
+        ),
+        "an hour old": SignedContext(service, who, now=time.time() - 3600).headers(
+            "GET", path[service]
+        ),
+        "signed for another path": genuine.headers("GET", path[service] + "/elsewhere"),
+        "signed for another method": genuine.headers("DELETE", path[service]),
+        "signed for another query": genuine.headers("GET", path[service] + "?limit=1"),
         "another user in a genuine signature": {
             "X-User": context.encode_user({"id": "999999", "username": "x"}),
-            "X-User-Signature": genuine["X-User-Signature"],
+            "X-User-Signature": genuine.headers("GET", path[service])["X-User-Signature"],
         },
         "garbage": {"X-User": "{not json", "X-User-Signature": "garbage"},
     }
     for name, headers in attempts.items():
         response = api.get(url, headers=headers, timeout=10)
         assert response.status_code == 401, (service, name, response.status_code)
+    assert api.get(url, auth=genuine, timeout=10).status_code == 200  # the control
     if service == "playlist":
         posted = api.post(
             url, json={"name": "forged"}, headers=attempts["bad signature"], timeout=10
         )
         assert posted.status_code == 401
+    assert victim["state"]() == victim["before"]
+
+
+def test_a_replayed_write_context_is_401_and_changes_nothing(platform, api, victim):
+    """A captured context of a write (say, a compromised service or a log replays it) works
+    once: the same request again, or its body or path changed, is refused."""
+    who = {"id": victim["id"], "username": victim["username"]}
+    url = platform.url("playlist", "/api/playlists")
+    body = json.dumps({"name": "replayed"}).encode()
+    headers = {
+        **SignedContext("playlist", who).headers("POST", "/api/playlists", body),
+        "Content-Type": "application/json",
+    }
+    first = api.post(url, data=body, headers=headers, timeout=10)
+    assert first.status_code == 201, first.text
+    after_first = victim["state"]()
+    replay = api.post(url, data=body, headers=headers, timeout=10)
+    assert replay.status_code == 401
+    assert replay.json()["detail"] == context.ERROR_REPLAYED
+    other_body = api.post(url, data=b'{"name":"other"}', headers=headers, timeout=10)
+    assert other_body.status_code == 401
+    playlist_id = first.json()["id"]
+    moved = api.delete(f"{url}/{playlist_id}", headers=headers, timeout=10)
+    assert moved.status_code == 401
+    assert victim["state"]() == after_first
+    assert api.delete(
+        f"{url}/{playlist_id}", auth=SignedContext("playlist", who), timeout=10
+    ).status_code in (200, 204)
     assert victim["state"]() == victim["before"]
 
 

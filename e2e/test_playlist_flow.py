@@ -5,12 +5,10 @@ events produced (published through the outbox to the real RabbitMQ, counted by t
 worker into PostgreSQL, read through the Redis cache).
 """
 
-import os
 import time
 
 import pytest
-
-from common import context
+from context_auth import SignedContext
 
 pytestmark = pytest.mark.e2e
 
@@ -136,16 +134,18 @@ def test_deleting_the_account_removes_playlists_and_analytics(platform, api, use
 
     # Reach the services directly with a context signed for the deleted user: its playlists
     # and its analytics are gone once the UserDeleted event is consumed.
-    signed = context.sign(
-        {"id": user["id"], "username": user["username"]}, secret=os.environ["INTERNAL_SECRET"]
-    )
+    who = {"id": user["id"], "username": user["username"]}
 
     def user_data_removed():
         playlists = api.get(
-            platform.url("playlist", "/api/playlists"), headers=signed, timeout=10
+            platform.url("playlist", "/api/playlists"),
+            auth=SignedContext("playlist", who),
+            timeout=10,
         ).json()
         stats = api.get(
-            platform.url("analysis", "/api/analysis"), headers=signed, timeout=10
+            platform.url("analysis", "/api/analysis"),
+            auth=SignedContext("analysis", who),
+            timeout=10,
         ).json()
         return playlists["count"] == 0 and stats["playlists_created"] == 0
 

@@ -19,13 +19,12 @@ from typing import Any
 import pytest
 import redis
 from celery import Celery
-from django.conf import settings
 from django.core.cache import cache
 from kombu import Connection
 from rest_framework.test import APIClient
 
-from common import context
 from common.events import ANALYSIS_DLQ, ANALYSIS_QUEUE
+from common.testclient import ContextClient
 from common.testing import django_test_database_url, server_url
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -47,13 +46,8 @@ def redis_url() -> str:
 
 
 def signed_client(user_id: str, username: str = "listener") -> APIClient:
-    client = APIClient()
-    headers = context.sign({"id": user_id, "username": username}, secret=settings.INTERNAL_SECRET)
-    client.credentials(
-        HTTP_X_USER=headers[context.USER_HEADER],
-        HTTP_X_USER_SIGNATURE=headers[context.SIGNATURE_HEADER],
-    )
-    return client
+    """A client carrying the gateway's signed context for that user, signed per request."""
+    return ContextClient().as_user(user_id, username)
 
 
 @pytest.fixture

@@ -22,10 +22,10 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 from conftest import settle, start_platform
+from context_auth import SignedContext
 from faultproxy import FaultProxy
 from kombu import Connection
 
-from common import context
 from common.events import ANALYSIS_DLQ
 from common.testing import server_url
 
@@ -75,7 +75,7 @@ class Load:
 
     def __init__(self, platform, auth, *, threads: int = 2, plays_per_create: int = 3, base=None):
         # ``base``: another entry point than the gateway (a service reached directly, ``auth``
-        # then a callable giving fresh signed-context headers per request).
+        # then a SignedContext signing each request as the gateway would).
         self.gateway = base or platform.gateway
         self.auth = auth
         self.plays_per_create = plays_per_create
@@ -88,11 +88,13 @@ class Load:
         self.threads = [threading.Thread(target=self._run) for _ in range(threads)]
 
     def _call(self, session, method, url, body):
-        headers = self.auth() if callable(self.auth) else self.auth
+        # ``auth``: bearer headers (through the gateway) or a SignedContext (a service directly).
+        signed = isinstance(self.auth, SignedContext)
+        how = {"auth": self.auth} if signed else {"headers": self.auth}
         started = time.monotonic()
         error = ""
         try:
-            status = session.request(method, url, json=body, headers=headers, timeout=30)
+            status = session.request(method, url, json=body, timeout=30, **how)
             code = status.status_code
             payload = status.json() if code < 300 else None
             if code >= 300:
@@ -238,9 +240,9 @@ def identity(auth) -> dict[str, str]:
     return {"id": str(claims["user_id"]), "username": claims["username"]}
 
 
-def signed(user):
-    """Fresh headers of the gateway's signed user context (it expires after 60 s)."""
-    return lambda: context.sign(user, secret=os.environ["INTERNAL_SECRET"])
+def signed(user, service="playlist"):
+    """requests auth signing the gateway's user context for ``service``, request by request."""
+    return SignedContext(service, user)
 
 
 def worker_sample(platform, name: str, **labels: str) -> float:
@@ -292,10 +294,15 @@ def test_redis_outage_fails_closed_at_the_gateway_and_counts_exactly(faulty):
     dlq_before = dead_letters()
     probes: Counter[tuple[str, int, str]] = Counter()
 
-    def probe(name, url, headers=None, body=None):
+    def probe(name, url, headers=None, body=None, auth=None):
         try:
             answer = requests.request(
-                "POST" if body else "GET", url, headers=headers, json=body, timeout=REQUEST_BOUND
+                "POST" if body else "GET",
+                url,
+                headers=headers,
+                json=body,
+                auth=auth,
+                timeout=REQUEST_BOUND,
             )
         except requests.RequestException:
             probes[(name, 0, "no answer")] += 1
@@ -320,7 +327,7 @@ def test_redis_outage_fails_closed_at_the_gateway_and_counts_exactly(faulty):
         while time.monotonic() - cut_at < OUTAGE:
             probe("gateway authenticated", f"{faulty.gateway}/api/analysis", auth)
             probe("gateway public (JWKS)", jwks)
-            probe("analysis (direct)", analysis_direct, direct())
+            probe("analysis (direct)", analysis_direct, auth=signed(user, "analysis"))
             probe("gateway login", login, body=credentials)
             time.sleep(0.5)
         faulty.proxies["redis"].restore()

@@ -64,9 +64,9 @@ def safe_next(*, request: HttpRequest, target: str | None) -> str:
     return DEFAULT_NEXT
 
 
-def _auth_headers(*, request: HttpRequest, user: dict[str, Any] | None) -> dict[str, str]:
-    """Request id, X-Forwarded-* (auth throttles sign-ins per client IP) and the user context."""
-    headers = request_headers_build(request=request, user=user)
+def _auth_headers(*, request: HttpRequest) -> dict[str, str]:
+    """Request id and X-Forwarded-* (auth throttles sign-ins per client IP)."""
+    headers = request_headers_build(request=request)
     for name in list(headers):
         if name.lower() in ("cookie", "content-type", "accept", "x-csrftoken", "referer", "origin"):
             del headers[name]
@@ -85,7 +85,7 @@ def browser_login(*, request: HttpRequest, username: str, password: str) -> dict
             upstream_name="auth",
             method="POST",
             path="/api/auth/login",
-            headers=_auth_headers(request=request, user=None),
+            headers=_auth_headers(request=request),
             body=json.dumps({"username": username, "password": password}).encode(),
         )
     except APIException as exc:  # breaker open, unreachable, timed out
@@ -170,8 +170,9 @@ def browser_logout(*, request: HttpRequest) -> None:
                 upstream_name="auth",
                 method="POST",
                 path="/api/auth/logout",
-                headers=_auth_headers(request=request, user=user),
+                headers=_auth_headers(request=request),
                 body=json.dumps({"refresh": refresh}).encode(),
+                user=user,
             )
             if answer.status >= 300:
                 logger.warning("auth refused the browser logout: %s", answer.status)
@@ -180,24 +181,14 @@ def browser_logout(*, request: HttpRequest) -> None:
 
 
 def forwarded_headers_strip(*, headers: dict[str, str], session: bool) -> None:
-    """Remove the browser session (cookies; for a cookie session also the CSRF header and the
-    conditional-request headers, see ``page_adapt``) from headers going upstream."""
-    own = (*BROWSER_COOKIES, settings.CSRF_COOKIE_NAME)
-    session_only = ("x-csrftoken", "if-none-match", "if-modified-since")
+    """For a cookie session, remove the CSRF header and the conditional-request headers (see
+    ``page_adapt``) from headers going upstream. Cookies never go upstream at all
+    (``proxy.services``)."""
+    if not session:
+        return
     for name in list(headers):
-        lowered = name.lower()
-        if session and lowered in session_only:
+        if name.lower() in ("x-csrftoken", "if-none-match", "if-modified-since"):
             del headers[name]
-        elif lowered == "cookie":
-            kept = [
-                part
-                for part in headers[name].split(";")
-                if part.strip().split("=", 1)[0].strip() not in own
-            ]
-            if any(part.strip() for part in kept):
-                headers[name] = ";".join(kept).strip()
-            else:
-                del headers[name]
 
 
 _FIELD_TOKEN = re.compile(rb'(name="csrfmiddlewaretoken" value=")[^"]*(")')

@@ -78,6 +78,8 @@ def _upstream(name: str, default_port: int) -> dict[str, object]:
         "read_timeout": env_float(
             f"UPSTREAM_{upper}_READ_TIMEOUT", env_float("UPSTREAM_READ_TIMEOUT", 10.0)
         ),
+        # The service's own user-context key; empty: derived from INTERNAL_SECRET and the name.
+        "context_key": env_str(f"{upper}_CONTEXT_KEY", ""),
     }
 
 

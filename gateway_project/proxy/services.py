@@ -15,7 +15,7 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from rest_framework.settings import api_settings
 
-from common.context import sign
+from common.context import Signed, sign
 from proxy import metrics, upstreams
 from proxy.breaker import FAILURE_STATUSES, BreakerOpenError, UpstreamServerError
 from proxy.exceptions import (
@@ -43,8 +43,11 @@ HOP_BY_HOP = frozenset(
         "upgrade",
     }
 )
-# Request headers the gateway sets itself (client values are dropped, never trusted).
+# Request headers the gateway sets itself (client values are dropped, never trusted), and the
+# client's credentials: no service ever sees a bearer token or a cookie (common.context).
 _REQUEST_DROP = HOP_BY_HOP | {
+    "authorization",
+    "cookie",
     "host",
     "content-length",
     "expect",
@@ -122,8 +125,9 @@ def client_address(*, request: HttpRequest) -> str:
         return remote
 
 
-def request_headers_build(*, request: HttpRequest, user: dict[str, Any] | None) -> dict[str, str]:
-    """End-to-end client headers plus the gateway's own: user context, request id, X-Forwarded-*."""
+def request_headers_build(*, request: HttpRequest) -> dict[str, str]:
+    """End-to-end client headers (no credentials) plus the gateway's own: request id and
+    X-Forwarded-*. The user context is signed per request by ``proxy_forward``."""
     meta = request.META
     drop = _REQUEST_DROP | _connection_tokens(meta.get("HTTP_CONNECTION"))
     headers: dict[str, str] = {}
@@ -142,8 +146,6 @@ def request_headers_build(*, request: HttpRequest, user: dict[str, Any] | None) 
     headers["X-Forwarded-For"] = client_address(request=request)
     headers["X-Forwarded-Proto"] = request.scheme or "http"
     headers["X-Forwarded-Host"] = request.get_host()
-    if user is not None:
-        headers.update(sign(user, secret=settings.INTERNAL_SECRET))
     return headers
 
 
@@ -219,15 +221,29 @@ def _answer_read(response: Any, *, limit: int) -> bytes:
 
 
 def proxy_forward(
-    *, upstream_name: str, method: str, path: str, headers: Mapping[str, str], body: bytes
+    *,
+    upstream_name: str,
+    method: str,
+    path: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    user: dict[str, Any] | None = None,
 ) -> UpstreamAnswer:
     """Send one request through the upstream's breaker; the answer whatever its status.
+
+    With a ``user``, the request carries that user's context signed with the upstream's own key
+    for exactly this method, path (query included) and body (``common.context``).
 
     Raises ``UpstreamUnavailable`` (503, breaker open), ``UpstreamTimeout`` (504),
     ``UpstreamUnreachable`` (502) or ``UpstreamAnswerTooLarge`` (502, not a breaker failure).
     A 502/503/504 answer is returned too (and counted as a breaker failure).
     """
     upstream = upstreams.get(upstream_name)
+    if user is not None:
+        target = Signed(
+            audience=upstream.name, method=method, path=upstream.path_prefix + path, body=body
+        )
+        headers = {**headers, **sign(user, key=upstream.context_key, target=target)}
     started = time.perf_counter()
     status = "error"
     error = ""

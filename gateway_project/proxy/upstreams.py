@@ -21,6 +21,7 @@ from django.dispatch import receiver
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from common.context import derive_key
 from common.settings import env_float
 from proxy.breaker import UpstreamBreaker
 
@@ -36,6 +37,7 @@ _RESET_ON = {
     "BREAKER_STATE_CACHE_SECONDS",
     "UPSTREAM_MAX_IN_FLIGHT",
     "UPSTREAM_SLOW_SECONDS",
+    "INTERNAL_SECRET",
 }
 
 
@@ -48,6 +50,7 @@ class Upstream:
     pool: urllib3.HTTPConnectionPool  # keep-alive connections to the upstream
     path_prefix: str  # the base URL's path ("" for most), put before every path
     breaker: UpstreamBreaker
+    context_key: str  # signs the user context for this service only (common.context)
 
 
 def _pool(base_url: str, *, size: int, timeout: tuple[float, float]) -> urllib3.HTTPConnectionPool:
@@ -115,6 +118,8 @@ def _build() -> dict[str, Upstream]:
             path_prefix=urllib3.util.parse_url(base_url).path or "",
             # The probe lock outlives the slowest possible probe, then frees itself.
             breaker=build_breaker(name, probe_ttl=sum(timeout) + 5),
+            context_key=str(config.get("context_key") or "")
+            or derive_key(settings.INTERNAL_SECRET, name),
         )
     return built
 

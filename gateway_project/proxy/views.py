@@ -192,7 +192,7 @@ class ProxyView(APIView):
         caller = None
         if user is not None and user.is_authenticated:
             caller = {"id": user.id, "username": user.username}
-        headers = request_headers_build(request=django_request, user=caller)
+        headers = request_headers_build(request=django_request)
         browser.forwarded_headers_strip(
             headers=headers,
             session=isinstance(request.successful_authenticator, BrowserCookieAuthentication),
@@ -212,6 +212,7 @@ class ProxyView(APIView):
                 path=django_request.get_full_path(),
                 headers=headers,
                 body=body,
+                user=caller,
             )
         except UpstreamTimeout:
             # auth may have ended the session before it timed out: the revocation stays.

@@ -9,12 +9,12 @@ import json
 from typing import Any
 
 import pytest
-from django.conf import settings
 from rest_framework.test import APIClient
 
 from accounts import keys
 from accounts.tests.factories import PASSWORD, UserFactory
-from common import context
+from common.testclient import ContextClient
+from common.testclient import context_headers as signed_context
 
 REGISTER = "/api/auth/register"
 LOGIN = "/api/auth/login"
@@ -39,21 +39,17 @@ def password():
     return PASSWORD
 
 
-def context_headers(user: Any) -> dict[str, str]:
-    """What the gateway adds for a verified caller: X-User and its signature."""
-    signed = context.sign(
-        {"id": str(user.pk), "username": user.username}, secret=settings.INTERNAL_SECRET
-    )
-    return {"HTTP_X_USER": signed["X-User"], "HTTP_X_USER_SIGNATURE": signed["X-User-Signature"]}
+def context_headers(user: Any, *, method: str = "GET", path: str = ME) -> dict[str, str]:
+    """What the gateway adds for a verified caller and one bodiless request: X-User, signature."""
+    return signed_context({"id": str(user.pk), "username": user.username}, method=method, path=path)
 
 
 @pytest.fixture
-def as_user(api):
-    """An APIClient that carries the signed context of ``user``."""
+def as_user():
+    """``as_user(user)``: a client that sends each request with the signed context of ``user``."""
 
-    def make(user: Any) -> APIClient:
-        api.credentials(**context_headers(user))
-        return api
+    def make(user: Any) -> ContextClient:
+        return ContextClient().as_user(str(user.pk), user.username)
 
     return make
 

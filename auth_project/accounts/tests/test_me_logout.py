@@ -24,6 +24,7 @@ from accounts.tests.conftest import LOGIN, LOGOUT, ME, REFRESH, context_headers,
 from accounts.tests.factories import PASSWORD, UserFactory
 from common import context
 from common.events import USER_DELETED, validate_envelope
+from common.testclient import context_headers as signed_context
 
 pytestmark = pytest.mark.django_db
 User = get_user_model()
@@ -43,7 +44,7 @@ def test_me_without_context_is_401(api):
     "headers",
     [
         {"HTTP_X_USER": '{"id":"1","username":"x"}'},
-        {"HTTP_X_USER": '{"id":"1","username":"x"}', "HTTP_X_USER_SIGNATURE": "t=1,v1=00"},
+        {"HTTP_X_USER": '{"id":"1","username":"x"}', "HTTP_X_USER_SIGNATURE": "t=1,n=1,v2=00"},
         {"HTTP_X_USER": '{"id":"1","username":"x"}', "HTTP_X_USER_SIGNATURE": "garbage"},
     ],
 )
@@ -52,9 +53,19 @@ def test_me_with_missing_or_forged_signature_is_401(api, user, headers):
     assert api.get(ME).status_code == 401
 
 
-def test_me_with_context_signed_by_another_secret_is_401(api, user):
-    signed = context.sign({"id": str(user.pk), "username": user.username}, secret="not-ours")
-    api.credentials(HTTP_X_USER=signed["X-User"], HTTP_X_USER_SIGNATURE=signed["X-User-Signature"])
+def test_me_with_context_signed_by_another_key_is_401(api, user):
+    user_value = {"id": str(user.pk), "username": user.username}
+    api.credentials(**signed_context(user_value, method="GET", path=ME, key="not-ours"))
+    assert api.get(ME).status_code == 401
+    other_service = context.derive_key(settings.INTERNAL_SECRET, "playlist")
+    api.credentials(**signed_context(user_value, method="GET", path=ME, key=other_service))
+    assert api.get(ME).status_code == 401
+
+
+def test_me_with_a_context_signed_for_another_request_is_401(api, user):
+    api.credentials(**context_headers(user, method="DELETE"))
+    assert api.get(ME).status_code == 401
+    api.credentials(**context_headers(user, path=LOGOUT))
     assert api.get(ME).status_code == 401
 
 
@@ -64,12 +75,8 @@ def test_me_with_tampered_or_expired_context_is_401(api, user):
     headers["HTTP_X_USER"] = headers["HTTP_X_USER"].replace(str(user.pk), str(other.pk))
     api.credentials(**headers)
     assert api.get(ME).status_code == 401
-    old = context.sign(
-        {"id": str(user.pk), "username": user.username},
-        secret=settings.INTERNAL_SECRET,
-        now=time.time() - 3600,
-    )
-    api.credentials(HTTP_X_USER=old["X-User"], HTTP_X_USER_SIGNATURE=old["X-User-Signature"])
+    user_value = {"id": str(user.pk), "username": user.username}
+    api.credentials(**signed_context(user_value, method="GET", path=ME, now=time.time() - 3600))
     assert api.get(ME).status_code == 401
 
 
@@ -94,8 +101,7 @@ def test_me_of_a_deleted_user_is_401(as_user, user):
 
 
 def test_me_with_a_non_numeric_context_id_is_401(api):
-    signed = context.sign({"id": "abc", "username": "abc"}, secret=settings.INTERNAL_SECRET)
-    api.credentials(HTTP_X_USER=signed["X-User"], HTTP_X_USER_SIGNATURE=signed["X-User-Signature"])
+    api.credentials(**signed_context({"id": "abc", "username": "abc"}, method="GET", path=ME))
     assert api.get(ME).status_code == 401
 
 

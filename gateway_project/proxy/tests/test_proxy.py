@@ -12,10 +12,10 @@ from django.conf import settings
 from django.test import override_settings
 from prometheus_client import REGISTRY
 
-from common.context import verify
+from common.context import ContextError, Signed, derive_key, verify
 from proxy.exceptions import PAYLOAD_TOO_LARGE, UPSTREAM_TIMEOUT, UPSTREAM_UNREACHABLE
 from proxy.tests.conftest import free_port
-from proxy.tests.fake_upstream import Answer
+from proxy.tests.fake_upstream import Answer, Recorded
 
 
 def sample(name: str, **labels: str) -> float:
@@ -142,17 +142,58 @@ def test_upstream_cookies_never_leak_to_another_caller(fake, client, make_token)
     assert "Cookie" not in fake.calls()[-1].headers
 
 
+def _context_of(call, *, service="playlist", key=None):
+    """The user a recorded upstream call carries, checked as that service checks it."""
+    user, _ = verify(
+        call.headers["X-User"],
+        call.headers["X-User-Signature"],
+        key=key or derive_key(settings.INTERNAL_SECRET, service),
+        target=Signed(audience=service, method=call.method, path=call.path, body=call.body),
+    )
+    return user
+
+
 def test_client_user_context_is_replaced_by_a_valid_signature(fake, client, auth_headers):
     response = client.get(
         "/api/playlists",
         HTTP_X_USER='{"id":"1","username":"admin"}',
-        HTTP_X_USER_SIGNATURE="t=1,v1=" + "0" * 64,
+        HTTP_X_USER_SIGNATURE="t=1,n=1,v2=" + "0" * 64,
         **auth_headers,
     )
     assert response.status_code == 200
-    headers = fake.calls()[0].headers
-    user = verify(headers["X-User"], headers["X-User-Signature"], secret=settings.INTERNAL_SECRET)
-    assert user == {"id": "42", "username": "alice"}
+    assert _context_of(fake.calls()[0]) == {"id": "42", "username": "alice"}
+
+
+def test_context_is_signed_for_this_request_and_service_only(fake, client, auth_headers):
+    client.post(
+        "/api/playlists/abc/play?x=1", {"track": 1}, content_type="application/json", **auth_headers
+    )
+    call = fake.calls()[0]
+    assert call.path == "/api/playlists/abc/play?x=1"
+    assert _context_of(call)["id"] == "42"  # method, path with query and body as sent
+    with pytest.raises(ContextError):
+        _context_of(call, service="analysis")  # another service's key and audience
+    with pytest.raises(ContextError):
+        _context_of(Recorded(call.method, "/api/playlists/other/play?x=1", call.headers, call.body))
+
+
+def test_a_service_given_its_own_key_gets_contexts_signed_with_it(fake, client, auth_headers):
+    upstreams = {name: {**config} for name, config in settings.UPSTREAMS.items()}
+    upstreams["playlist"]["context_key"] = "playlist-only-key"
+    with override_settings(UPSTREAMS=upstreams):
+        client.get("/api/playlists", **auth_headers)
+    call = fake.calls()[0]
+    assert _context_of(call, key="playlist-only-key")["id"] == "42"
+    with pytest.raises(ContextError):
+        _context_of(call)
+
+
+def test_client_credentials_never_reach_a_service(fake, client, auth_headers):
+    client.get("/api/playlists", HTTP_COOKIE="sessionid=abc; theme=dark", **auth_headers)
+    headers = {k.lower() for k in fake.calls()[0].headers}
+    assert "authorization" not in headers
+    assert "cookie" not in headers
+    assert "x-user" in headers
 
 
 def test_public_route_never_carries_client_user_context(fake, client):
@@ -161,7 +202,7 @@ def test_public_route_never_carries_client_user_context(fake, client):
         data=b"{}",
         content_type="application/json",
         HTTP_X_USER='{"id":"1","username":"admin"}',
-        HTTP_X_USER_SIGNATURE="t=1,v1=00",
+        HTTP_X_USER_SIGNATURE="t=1,n=1,v2=00",
     )
     assert response.status_code == 200
     headers = {k.lower() for k in fake.calls()[0].headers}

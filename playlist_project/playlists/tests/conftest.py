@@ -18,10 +18,10 @@ import mongoengine
 import pytest
 from django.conf import settings
 from kombu import Connection
-from rest_framework.test import APIClient
 
-from common.context import sign
+from common import context
 from common.events import ANALYSIS_DLQ, ANALYSIS_QUEUE, PLAYLIST_DLQ, PLAYLIST_QUEUE
+from common.testclient import ContextClient, context_headers
 from common.testing import run_id, server_url
 from playlists import db
 from playlists.documents import OutboxEvent, Playlist, ensure_indexes
@@ -72,18 +72,24 @@ def _clean_collections(mongodb: str) -> None:
 
 
 class SignedClient:
-    """An API client that sends a freshly signed user context with every request."""
+    """An API client that sends a freshly signed user context with every request, signed for
+    that request's method, path and body as the gateway does (``common.testclient``)."""
 
     def __init__(self, user_id: str, username: str | None = None) -> None:
         self.user_id = user_id
         self.username = username or f"user-{user_id}"
-        self.client = APIClient()
+        self.client = ContextClient().as_user(self.user_id, self.username)
 
     def headers(self, extra: dict[str, str] | None = None) -> dict[str, str]:
-        signed = sign(
-            {"id": self.user_id, "username": self.username}, secret=settings.INTERNAL_SECRET
+        """Headers of one GET /api/playlists as the gateway signs it, plus ``extra``."""
+        signed = context_headers(
+            {"id": self.user_id, "username": self.username}, method="GET", path="/api/playlists"
         )
-        return {**signed, **(extra or {})}
+        own = {
+            context.USER_HEADER: signed[context.USER_META],
+            context.SIGNATURE_HEADER: signed[context.SIGNATURE_META],
+        }
+        return {**own, **(extra or {})}
 
     def _call(
         self,
@@ -95,12 +101,10 @@ class SignedClient:
         **kwargs: Any,
     ) -> Any:
         kwargs.setdefault("format", "json")
-        return getattr(self.client, method)(path, data, headers=self.headers(headers), **kwargs)
+        return getattr(self.client, method)(path, data, headers=headers, **kwargs)
 
     def get(self, path: str, data: Any = None, **kwargs: Any) -> Any:
-        return self.client.get(
-            path, data, headers=self.headers(kwargs.pop("headers", None)), **kwargs
-        )
+        return self.client.get(path, data, **kwargs)
 
     def post(self, path: str, data: Any = None, **kwargs: Any) -> Any:
         return self._call("post", path, data, **kwargs)
@@ -112,7 +116,7 @@ class SignedClient:
         return self._call("patch", path, data, **kwargs)
 
     def delete(self, path: str, **kwargs: Any) -> Any:
-        return self.client.delete(path, headers=self.headers(kwargs.pop("headers", None)), **kwargs)
+        return self.client.delete(path, **kwargs)
 
 
 @pytest.fixture
