@@ -31,7 +31,16 @@ worker_tmp_dir = "/dev/shm" if Path("/dev/shm").is_dir() else None  # noqa: S108
 # let connections that send nothing hold every thread: 1,000 idle connections stalled a
 # gateway of 8 threads for minutes (e2e/faults, docs/reliability.md). A client that sends its
 # request at once is still served straight away; a later one is served when its bytes arrive.
-gthread.DEFAULT_WORKER_DATA_TIMEOUT = 0.01
+# Only this wait is shortened: gunicorn bounds its drain of an unread body by the same 5 s.
+FIRST_BYTES_WAIT = 0.01
+_wait_for_data = gthread.TConn.wait_for_data
+
+
+def _wait_for_first_bytes(conn: gthread.TConn, timeout: float) -> bool:
+    return _wait_for_data(conn, min(timeout, FIRST_BYTES_WAIT))
+
+
+gthread.TConn.wait_for_data = _wait_for_first_bytes
 
 
 def on_starting(server):
