@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 import uuid
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -78,10 +79,35 @@ def test_up_refuses_a_bad_scale_before_starting_anything(tmp_path):
     assert not (tmp_path / "up.pid").exists() and not (tmp_path / "postgres").exists()
 
 
+def rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", "-q", *args], check=True, stdout=subprocess.DEVNULL)
+
+
 @pytest.fixture(scope="module")
 def scaled():
-    with start_platform(extra={"LAUNCHER_SCALE": "analysis-worker=3,gateway=2"}) as running:
-        yield running
+    """The scaled platform, on a broker of its own: the suite's `platform` may run beside it,
+    and two platforms on one vhost would share their queues and their workers' node names (a
+    Celery node's control queue is exclusive: the second `analysis@host` dies)."""
+    amqp = os.environ.get("TEST_AMQP_URL")
+    vhost = f"{urlsplit(amqp).path.lstrip('/')}-scale" if amqp else None
+    if vhost:
+        rabbitmqctl("add_vhost", vhost)
+        rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+
+    def route(kind: str, url: str) -> str:
+        return f"{url.rsplit('/', 1)[0]}/{vhost}" if kind == "amqp" and vhost else url
+
+    extra = {
+        "LAUNCHER_SCALE": "analysis-worker=3,gateway=2",
+        # Without RabbitMQ, Celery's Redis transport: keys of this platform only.
+        "CELERY_BROKER_KEY_PREFIX": f"{os.environ.get('CACHE_KEY_PREFIX', 'e2e')}-scale-broker:",
+    }
+    try:
+        with start_platform(route=route, extra=extra) as running:
+            yield running
+    finally:
+        if vhost:
+            rabbitmqctl("delete_vhost", vhost)
 
 
 def alone(scaled, name: str) -> str:
