@@ -3,7 +3,10 @@
 Put one between the services and a server (RabbitMQ, Redis, PostgreSQL, MongoDB) or an
 upstream: ``cut()`` closes the port and every open connection (the server is gone: connections
 are refused), ``restore()`` listens again on the same port, ``latency`` delays every chunk
-forwarded in either direction. The machine's shared servers are never touched.
+forwarded in either direction. ``stall()`` stops reading what clients send (connections stay
+open, the server's side still flows: what a RabbitMQ under a memory or disk alarm does to a
+publisher, TCP back-pressure) until ``resume()``. The machine's shared servers are never
+touched.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ class FaultProxy:
             self.port = probe.getsockname()[1]
         self.latency = 0.0
         self._loop = asyncio.new_event_loop()
+        self._flowing = asyncio.Event()  # cleared while stalled (client to server only)
+        self._flowing.set()
         self._server: asyncio.base_events.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         threading.Thread(target=self._loop.run_forever, daemon=True).start()
@@ -37,11 +42,22 @@ class FaultProxy:
             writer.close()
             return
         self._writers.update((writer, up_writer))
-        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+        await asyncio.gather(
+            self._pipe(reader, up_writer, stalls=True), self._pipe(up_reader, writer)
+        )
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, stalls: bool = False
+    ) -> None:
         try:
-            while chunk := await reader.read(65536):
+            while True:
+                if stalls:
+                    await self._flowing.wait()
+                chunk = await reader.read(65536)
+                if not chunk:
+                    break
+                if stalls and not self._flowing.is_set():
+                    await self._flowing.wait()  # read just before the stall: held back too
                 if self.latency:
                     await asyncio.sleep(self.latency)
                 writer.write(chunk)
@@ -75,7 +91,14 @@ class FaultProxy:
 
         self._run(_stop())
 
+    def stall(self) -> None:
+        self._loop.call_soon_threadsafe(self._flowing.clear)
+
+    def resume(self) -> None:
+        self._loop.call_soon_threadsafe(self._flowing.set)
+
     def close(self) -> None:
+        self.resume()
         self.cut()
         self._loop.call_soon_threadsafe(self._loop.stop)
 
