@@ -46,6 +46,8 @@ RESET = 30.0 if LONG else 5.0
 # How long another session holds a lock on the analysis worker's tables (over twice the
 # services' DB_LOCK_TIMEOUT_MS, 5 s, so that waits end at the timeout more than once).
 LOCK_HELD = 30.0 if LONG else 12.0
+# Faults whose effect shows at once (a stopped upstream, a stalled broker): shorter when quick.
+BRIEF = 30.0 if LONG else 5.0
 PASSWORD = "long enough password 42"
 
 
@@ -182,15 +184,23 @@ def report(name, load, started, extra=""):
     )
 
 
+def fault_under_load(platform, auth, inject, lift, *, seconds=OUTAGE, after=2.0):
+    """Steady load; ``inject()`` after 2 s, ``lift()`` ``seconds`` later, ``after`` s more.
+    Returns the load and when it started."""
+    started = time.monotonic()
+    with Load(platform, auth) as load:
+        time.sleep(2)
+        inject()
+        time.sleep(seconds)
+        lift()
+        time.sleep(after)
+    return load, started
+
+
 def test_broker_outage_loses_nothing_and_delays_no_request(faulty):
     auth = register(faulty)
-    started = time.monotonic()
-    with Load(faulty, auth) as load:
-        time.sleep(2)
-        faulty.proxies["amqp"].cut()
-        time.sleep(OUTAGE)
-        faulty.proxies["amqp"].restore()
-        time.sleep(2)
+    proxy = faulty.proxies["amqp"]
+    load, started = fault_under_load(faulty, auth, proxy.cut, proxy.restore)
     report("broker outage", load, started, f"outage={OUTAGE:.0f}s")
     summary = load.summary()
     assert set(summary["codes"]) <= {201, 202}, summary  # writes never wait on the broker
@@ -219,13 +229,8 @@ def test_analysis_worker_killed_three_times_counts_exactly(faulty):
 
 def test_mongodb_outage_refuses_writes_quickly_and_half_writes_nothing(faulty):
     auth = register(faulty)
-    started = time.monotonic()
-    with Load(faulty, auth) as load:
-        time.sleep(2)
-        faulty.proxies["mongodb"].cut()
-        time.sleep(OUTAGE)
-        faulty.proxies["mongodb"].restore()
-        time.sleep(3)
+    proxy = faulty.proxies["mongodb"]
+    load, started = fault_under_load(faulty, auth, proxy.cut, proxy.restore, after=3)
     report("MongoDB outage", load, started, f"outage={OUTAGE:.0f}s")
     summary = load.summary()
     assert set(summary["codes"]) <= {201, 202, 503}, summary
@@ -483,7 +488,7 @@ def test_upstream_stopped_opens_its_breaker_and_recovers_after_one_probe(faulty)
         stopped = time.monotonic()
         opened = probe.wait_for(stopped, 503, timeout=30)
         assert opened is not None, f"the breaker never opened: {statuses(probe.since(stopped))}"
-        time.sleep(OUTAGE)
+        time.sleep(BRIEF)
         restarted = faulty.platform.restart_dead()
         assert restarted and restarted[0].startswith("analysis"), restarted
         faulty.platform.wait_healthy(timeout=60, names=["analysis"])
@@ -662,20 +667,21 @@ def test_broker_stalling_publishes_delays_no_request_and_loses_nothing(faulty):
         return worker_sample(faulty, name, process="playlist-relay", **labels)
 
     failed = relay("playlist_events_published_total", outcome="failed")
-    started = time.monotonic()
-    with Load(faulty, auth) as load:
-        time.sleep(2)
-        faulty.proxies["amqp"].stall()
-        time.sleep(OUTAGE)
-        held = relay("playlist_outbox_pending")  # written, not confirmed by the broker
-        faulty.proxies["amqp"].resume()
-        time.sleep(2)
+    proxy = faulty.proxies["amqp"]
+    pending = []
+
+    def resume():
+        pending.append(relay("playlist_outbox_pending"))  # written, not confirmed
+        proxy.resume()
+
+    load, started = fault_under_load(faulty, auth, proxy.stall, resume, seconds=BRIEF)
+    held = pending[0]
     failed = relay("playlist_events_published_total", outcome="failed") - failed
     report(
         "broker stalls publishes",
         load,
         started,
-        f"stall={OUTAGE:.0f}s; playlist relay: {held:.0f} events pending at the stall's end,"
+        f"stall={BRIEF:.0f}s; playlist relay: {held:.0f} events pending at the stall's end,"
         f" {failed:.0f} failed publishes",
     )
     assert held or failed, "the relay published through the stall: nothing was tested"
@@ -698,13 +704,8 @@ def test_postgres_outage_for_the_analysis_worker_counts_everything_once_back(fau
     dead-lettered."""
     auth = register(faulty)
     before, dlq_before = worker_outcomes(faulty), dead_letters()
-    started = time.monotonic()
-    with Load(faulty, auth) as load:
-        time.sleep(2)
-        faulty.proxies["postgres"].cut()
-        time.sleep(OUTAGE)
-        faulty.proxies["postgres"].restore()
-        time.sleep(2)
+    proxy = faulty.proxies["postgres"]
+    load, started = fault_under_load(faulty, auth, proxy.cut, proxy.restore)
     report("PostgreSQL outage", load, started, f"outage={OUTAGE:.0f}s")
     summary = load.summary()
     assert set(summary["codes"]) <= {201, 202}, summary  # writes go to MongoDB
