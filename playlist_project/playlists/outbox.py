@@ -145,6 +145,8 @@ class PlaylistOutboxStore:
         self._playlist_of: dict[str, Any] = {}
         self._tombstones: set[Any] = set()
         self._standalone: set[str] = set()
+        # Where the next batch of plays probably ends (see _oldest_plays); None: unknown.
+        self._plays_upper: datetime | None = None
 
     def pending(self, *, limit: int, older_than_seconds: float) -> list[dict[str, Any]]:
         limit = max(1, limit)
@@ -168,13 +170,43 @@ class PlaylistOutboxStore:
                     found.append((item["written_at"], position, item["envelope"]))
                     self._playlist_of[item["event_id"]] = document["_id"]
         # The limit oldest plays: together with the above, the limit oldest events overall.
-        plays = events_collection().find({"written_at": window}).sort("written_at", 1)
-        for document in plays.limit(limit):
+        for document in self._oldest_plays(limit=limit, cutoff=cutoff):
             found.append((document["written_at"], 0, document["envelope"]))
             self._standalone.add(document["_id"])
         # Oldest first; inside one playlist the array order (= the order of its changes).
         found.sort(key=lambda row: (row[0], row[1]))
         return [envelope for _, _, envelope in found[:limit]]
+
+    def _oldest_plays(self, *, limit: int, cutoff: datetime) -> list[dict[str, Any]]:
+        """The ``limit`` oldest documents of ``outbox`` written by ``cutoff``, oldest first.
+
+        SecantusDB reads the whole matching range before it sorts and limits, so with a
+        backlog of thousands every scan cost a read of all of them (docs/mongodb-compat.md).
+        The scan first tries the range up to a guess (``_plays_upper``: twice the span of the
+        last full batch past its end), which holds the next batch when the backlog drains in
+        order; the range still starts at EPOCH, so no older play is ever skipped. Only when
+        the guess holds fewer than ``limit`` plays is the whole range read. MongoDB answers
+        both the same way, from the index.
+        """
+        plays = events_collection()
+        guess = self._plays_upper
+        if guess is not None and guess < cutoff:
+            window = {"$gte": EPOCH, "$lte": guess}
+            batch = list(plays.find({"written_at": window}).sort("written_at", 1).limit(limit))
+            if len(batch) >= limit:
+                self._guess_next(batch)
+                return batch
+        window = {"$gte": EPOCH, "$lte": cutoff}
+        batch = list(plays.find({"written_at": window}).sort("written_at", 1).limit(limit))
+        if len(batch) >= limit:
+            self._guess_next(batch)
+        else:
+            self._plays_upper = None  # a small backlog: the whole range is cheap
+        return batch
+
+    def _guess_next(self, batch: list[dict[str, Any]]) -> None:
+        first, last = batch[0]["written_at"], batch[-1]["written_at"]
+        self._plays_upper = last + max(2 * (last - first), timedelta(milliseconds=10))
 
     def mark_published(self, *, event_id: str) -> None:
         self.mark_published_many(event_ids=[event_id])

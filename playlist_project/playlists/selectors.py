@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from bson import ObjectId
 from mongoengine.queryset.queryset import QuerySet
 
@@ -39,3 +41,16 @@ def playlist_get(*, owner_id: str, playlist_id: str) -> Playlist:
     if playlist is None:
         raise PlaylistNotFound()
     return playlist
+
+
+def playlist_tracks_get(*, owner_id: str, playlist_id: str) -> list[dict[str, Any]]:
+    """The stored tracks of one of the owner's playlists, as plain dicts (what a play needs:
+    one find_one reading only ``tracks``); PlaylistNotFound as :func:`playlist_get`."""
+    object_id = parse_playlist_id(playlist_id)
+    db.connect()
+    found = Playlist._get_collection().find_one(
+        {"_id": object_id, "owner_id": owner_id, "deleted": False}, {"tracks": 1}
+    )
+    if found is None:
+        raise PlaylistNotFound()
+    return list(found.get("tracks") or [])

@@ -25,7 +25,7 @@ from playlists.exceptions import (
     PlaylistLimitReached,
 )
 from playlists.outbox import collection, entry, utcnow
-from playlists.selectors import playlist_get
+from playlists.selectors import playlist_get, playlist_tracks_get
 
 logger = logging.getLogger(__name__)
 
@@ -228,10 +228,10 @@ def playlist_play(
     into the ``outbox`` collection, never growing the playlist document. It describes the
     playlist as read here (a concurrent update or delete comes after it).
     """
-    playlist = playlist_get(owner_id=owner_id, playlist_id=playlist_id)
-    if not 0 <= track_index < len(playlist.tracks):
+    tracks = playlist_tracks_get(owner_id=owner_id, playlist_id=playlist_id)
+    if not 0 <= track_index < len(tracks):
         raise ValidationError({"track": [TRACK_OUT_OF_RANGE]})
-    track = playlist.tracks[track_index]
+    track = Track._from_son(tracks[track_index])
     envelope = events.make_envelope(
         events.TRACK_PLAYED,
         user_id=owner_id,

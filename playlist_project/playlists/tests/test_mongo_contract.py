@@ -20,6 +20,7 @@ from pymongo import uri_parser
 from common.events import PLAYLIST_CREATED, make_envelope
 from playlists import db, selectors, services
 from playlists.documents import OutboxEvent, Playlist, ensure_indexes
+from playlists.exceptions import OutboxFull
 from playlists.outbox import PlaylistOutboxStore, entry, utcnow
 from playlists.tests.conftest import connected_to, database_name
 
@@ -156,4 +157,35 @@ def test_user_deleted(owner):
     doomed = services.playlist_create(owner_id=owner, name="c")
     services.playlist_delete(owner_id=owner, playlist_id=str(doomed.id))  # a tombstone
     assert services.playlists_delete_for_user(user_id=owner) == 2
+    assert _mine(owner) == []
+
+
+def test_outbox_cap_plays_collection_and_batch_forget(owner, settings):
+    """The cap filter (an array index path with $exists), plays as inserts into ``outbox``,
+    and forgetting a batch ($pull with $in, delete_many by _id $in) on ids looked up."""
+    settings.PLAYLIST_OUTBOX_MAX_PER_PLAYLIST = 3
+    playlist = services.playlist_create(owner_id=owner, name="a", tracks=[{"title": "t"}])
+    pid = str(playlist.id)
+    for name in ("b", "c"):
+        services.playlist_update(owner_id=owner, playlist_id=pid, changes={"name": name})
+    with pytest.raises(OutboxFull):
+        services.playlist_update(owner_id=owner, playlist_id=pid, changes={"name": "d"})
+    [document] = _mine(owner)
+    assert document["name"] == "c" and len(document["pending_events"]) == 3
+    before, _ = PlaylistOutboxStore().stats()
+    played = [
+        services.playlist_play(owner_id=owner, playlist_id=pid, track_index=0)["event_id"]
+        for _ in range(2)
+    ]
+    assert PlaylistOutboxStore().stats()[0] == before + 2
+    assert _mine(owner) == [document]  # plays leave the playlist untouched
+    waiting = [item["event_id"] for item in document["pending_events"]]
+    PlaylistOutboxStore().mark_published_many(event_ids=[*waiting[:2], *played, "unknown"])
+    assert [item["event_id"] for item in _mine(owner)[0]["pending_events"]] == waiting[2:]
+    assert OutboxEvent._get_collection().count_documents({"owner_id": owner}) == 0
+    services.playlist_update(owner_id=owner, playlist_id=pid, changes={"name": "d"})
+    services.playlist_delete(owner_id=owner, playlist_id=pid)
+    # The tombstone goes with its last events, swept by delete_many with $size 0.
+    rest = [item["event_id"] for item in _mine(owner)[0]["pending_events"]]
+    PlaylistOutboxStore().mark_published_many(event_ids=rest)
     assert _mine(owner) == []
