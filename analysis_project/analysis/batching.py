@@ -11,6 +11,9 @@ its retries, dead-lettering, logs and Flower task events):
 
 - a malformed envelope or an unknown type (the task rejects it into the dead-letter queue);
 - a retry (``retries`` header) or a message with an ETA;
+- a redelivery (the broker delivered it before: it may be what killed a worker), so a poison
+  message runs alone in a pool process and cannot take a batch and the main process down
+  again;
 - every message of a batch that failed (database unavailable, a deadlock twice, a bug):
   processed one by one, so a bad message cannot hold the others back and the
   per-message retry policy applies. Counters that the batch committed are not counted
@@ -30,6 +33,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from analysis_project.worker import RedisDeliveryGuard, broker_dead_letters, delivery_count
 from celery.worker.strategy import default as default_strategy
 from django.conf import settings
 from django.db import OperationalError, close_old_connections
@@ -65,6 +69,8 @@ def _first_delivery_envelope(message: Any) -> Any:
     headers = message.headers or {}
     if headers.get("task") != ANALYSIS_TASK or headers.get("eta") or headers.get("retries"):
         raise LookupError("not a first delivery of the event task")
+    if delivery_count(message):
+        raise LookupError("delivered before")
     payload = message.payload
     if not isinstance(payload, (list, tuple)) or len(payload) != 3:
         raise LookupError("not a protocol 2 message")
@@ -151,13 +157,23 @@ class Batcher:
 
 
 def batch_strategy(task: Any, app: Any, consumer: Any, **kwargs: Any) -> Any:
-    """Celery task strategy (``Task.Strategy``): batch first deliveries, else the default."""
-    fallback = default_strategy(task, app, consumer, **kwargs)
+    """Celery task strategy (``Task.Strategy``): batch first deliveries, else the default;
+    on a broker without a delivery limit (Redis), the worker's own limit first."""
+    handler = fallback = default_strategy(task, app, consumer, **kwargs)
     size = settings.ANALYSIS_BATCH_SIZE
-    if size <= 1 or consumer.hub is None:
-        # Batches flush and acknowledge on the event loop's thread; a worker without one
-        # (eventlet/gevent pools) counts one message at a time.
-        return fallback
-    batcher = Batcher(consumer, fallback, size, settings.ANALYSIS_BATCH_WAIT_MS / 1000)
-    consumer.analysis_batcher = batcher
-    return batcher.handle
+    # Batches flush and acknowledge on the event loop's thread; a worker without one
+    # (eventlet/gevent pools) counts one message at a time.
+    if size > 1 and consumer.hub is not None:
+        batcher = Batcher(consumer, fallback, size, settings.ANALYSIS_BATCH_WAIT_MS / 1000)
+        consumer.analysis_batcher = batcher
+        handler = batcher.handle
+    if broker_dead_letters(app):
+        return handler
+    guard = RedisDeliveryGuard(app)
+
+    def guarded(message: Any, *args: Any, **kw: Any) -> Any:
+        if guard.dead_letter_if_over(message):
+            return None
+        return handler(message, *args, **kw)
+
+    return guarded

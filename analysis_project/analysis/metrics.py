@@ -13,6 +13,7 @@ from common.events import EVENT_TYPES
 OK = "ok"
 DUPLICATE = "duplicate"
 RETRIED = "retried"
+REQUEUED = "requeued"
 DEAD_LETTERED = "dead_lettered"
 
 HIT = "hit"
@@ -26,7 +27,7 @@ INVALID_TYPE = "invalid"
 events_processed = Counter(
     "analysis_events_processed_total",
     "Events handled by the analysis worker, by type and outcome "
-    "(ok, duplicate, retried, dead_lettered).",
+    "(ok, duplicate, retried, requeued, dead_lettered).",
     ["type", "outcome"],
 )
 event_lag = Histogram(

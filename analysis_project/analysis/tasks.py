@@ -11,6 +11,11 @@ once the database is back, never dead-lettered. Other transient errors (a lock o
 timeout, a deadlock) retry ``ANALYSIS_TASK_MAX_RETRIES`` times. A malformed or unknown event,
 or one that still fails after the last retry, is rejected without requeue, so RabbitMQ
 dead-letters it to ``analysis.events.dlq`` (on Redis, which cannot, the worker copies it there).
+
+A message whose pool process died or that hit the hard time limit is requeued (counted
+``requeued``), until the queue's delivery limit (``EVENT_DELIVERY_LIMIT``) makes the broker
+dead-letter it (counted ``dead_lettered`` when the last allowed delivery fails that way; see
+analysis_project.worker for the Redis broker's equivalent).
 """
 
 from __future__ import annotations
@@ -19,15 +24,17 @@ import logging
 import sys
 from typing import Any
 
-from analysis_project.worker import dead_letter_copy
+from analysis_project.worker import broker_dead_letters, dead_letter_copy, delivery_count
+from billiard.exceptions import TimeLimitExceeded, WorkerLostError
 from celery import Task, shared_task
 from celery.exceptions import Reject
+from celery.worker.request import Request
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
 from analysis import metrics
 from analysis.services import event_process
-from common.events import ANALYSIS_TASK, InvalidEnvelope
+from common.events import ANALYSIS_TASK, EVENT_DELIVERY_LIMIT, InvalidEnvelope
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +70,52 @@ def _ids(args: Any) -> dict[str, Any]:
     }
 
 
+class EventRequest(Request):
+    """Celery's request, plus the accounting of messages it requeues (hard time limit, a pool
+    process lost): ``requeued``, or ``dead_lettered`` when that was the last delivery the
+    queue allows (the broker dead-letters it)."""
+
+    def on_timeout(self, soft: bool, timeout: float) -> None:
+        super().on_timeout(soft, timeout)
+        if not soft and self.task.acks_late and not self.task.acks_on_timeout:
+            self._requeued(f"hard time limit ({timeout}s) exceeded")
+
+    def on_failure(
+        self, exc_info: Any, send_failed_event: bool = True, return_ok: bool = False
+    ) -> None:
+        exc = getattr(exc_info.exception, "exc", exc_info.exception)
+        lost = isinstance(exc, (WorkerLostError, SystemExit, KeyboardInterrupt))
+        cancelled = self._already_cancelled or self._already_revoked
+        super().on_failure(exc_info, send_failed_event=send_failed_event, return_ok=return_ok)
+        if lost and not cancelled and self.task.acks_late and self.task.reject_on_worker_lost:
+            self._requeued(f"the worker process was lost: {exc}")
+
+    def _requeued(self, why: str) -> None:
+        ids = _ids(self.args)
+        if not broker_dead_letters(self.task.app):  # Redis: the worker's own limit decides
+            metrics.count_event(ids["event_type"], metrics.REQUEUED)
+            logger.warning("event requeued: %s", why, extra=ids)
+            return
+        deliveries = delivery_count(self._message) + 1
+        if deliveries > EVENT_DELIVERY_LIMIT:
+            metrics.count_event(ids["event_type"], metrics.DEAD_LETTERED)
+            logger.error(
+                "event dead-lettered by the broker after %d deliveries (the limit): %s",
+                deliveries,
+                why,
+                extra={**ids, "envelope": self.args},
+            )
+            return
+        metrics.count_event(ids["event_type"], metrics.REQUEUED)
+        logger.warning(
+            "event requeued, delivery %d of at most %d: %s",
+            deliveries,
+            EVENT_DELIVERY_LIMIT + 1,
+            why,
+            extra=ids,
+        )
+
+
 class EventTask(Task):
     """Retry policy and the retried / dead-lettered accounting of event tasks."""
 
@@ -73,6 +126,7 @@ class EventTask(Task):
     retry_jitter = True
     acks_late = True
     reject_on_worker_lost = True
+    Request = EventRequest
     # First deliveries are counted in batches in the worker's main process (analysis.batching);
     # retries and anything the batch cannot take run this task one message at a time.
     Strategy = "analysis.batching:batch_strategy"
@@ -97,6 +151,8 @@ class EventTask(Task):
         )
 
     def on_failure(self, exc: Exception, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
+        if isinstance(exc, TimeLimitExceeded) and not self.acks_on_timeout:
+            return  # the hard time limit: requeued, not dead-lettered (EventRequest counts it)
         # acks_late with task_acks_on_failure_or_timeout=False: Celery rejects the message
         # without requeue after this, so the broker dead-letters it.
         ids = _ids(args)

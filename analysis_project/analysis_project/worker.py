@@ -10,6 +10,15 @@
 - Messages Celery cannot decode are rejected (dead-lettered) instead of acknowledged.
 - Brokers without dead-lettering (Celery's Redis transport, the single-machine default): a
   copy of each rejected message is published to the dead-letter queue by the worker itself.
+- Poison messages: on RabbitMQ the event queue is a quorum queue whose delivery limit
+  (``EVENT_DELIVERY_LIMIT``) dead-letters a message returned too often (its worker died, or it
+  hit the hard time limit). Redis has no delivery limit: :class:`RedisDeliveryGuard` counts
+  the redeliveries of each message in the broker's Redis and dead-letters it past the limit.
+- Retries (countdown) are published to the event queue with an ETA and held by the worker
+  until due: the events exchange is a direct one, which Celery's native delayed delivery for
+  quorum queues cannot serve, so that bootstep is left out. The worker's prefetch is fixed on
+  a quorum queue (no global QoS): waiting retries occupy prefetch slots, which bounds how
+  many messages a failing worker takes in.
 """
 
 from __future__ import annotations
@@ -22,10 +31,11 @@ import sys
 import tempfile
 from typing import Any
 
+import redis
 from celery import Celery, signals
 from celery.worker.consumer import Consumer
 
-from common.events import ANALYSIS_DLQ, ANALYSIS_DLQ_NAME, DLX_EXCHANGE
+from common.events import ANALYSIS_DLQ, ANALYSIS_DLQ_NAME, DLX_EXCHANGE, EVENT_DELIVERY_LIMIT
 
 logger = logging.getLogger(__name__)
 
@@ -120,10 +130,11 @@ def broker_dead_letters(app: Celery) -> bool:
     return str(app.conf.broker_url or "").split(":", 1)[0] in ("amqp", "amqps", "pyamqp")
 
 
-def dead_letter_copy(app: Celery, body: Any, headers: dict[str, Any] | None = None) -> None:
-    """Put ``body`` in the dead-letter queue ourselves, where the broker cannot."""
+def dead_letter_copy(app: Celery, body: Any, headers: dict[str, Any] | None = None) -> bool:
+    """Put ``body`` in the dead-letter queue ourselves, where the broker cannot; False if that
+    failed (logged)."""
     if broker_dead_letters(app):
-        return
+        return True
     try:
         with app.producer_or_acquire() as producer:
             producer.publish(
@@ -138,6 +149,83 @@ def dead_letter_copy(app: Celery, body: Any, headers: dict[str, Any] | None = No
             )
     except Exception as exc:
         logger.error("could not copy a rejected message to %s: %s", ANALYSIS_DLQ_NAME, exc)
+        return False
+    return True
+
+
+def delivery_count(message: Any) -> int:
+    """How many times the broker delivered ``message`` before (0: a first delivery)."""
+    headers = getattr(message, "headers", None) or {}
+    count = headers.get("x-delivery-count")  # a quorum queue's own count
+    if isinstance(count, int):
+        return count
+    delivery_info = getattr(message, "delivery_info", None) or {}
+    return int(bool(delivery_info.get("redelivered") or headers.get("redelivered")))
+
+
+class RedisDeliveryGuard:
+    """The delivery limit on Celery's Redis transport, which has none of its own.
+
+    Redelivered messages of the event task (restored after a worker died, or requeued after
+    the hard time limit) are counted per task id in the broker's Redis (under the broker's
+    key prefix, for a day). Past ``limit`` redeliveries the message is copied to the
+    dead-letter queue and acknowledged. A first delivery costs nothing; if Redis cannot
+    count, the message is processed (and counted on its next redelivery).
+    """
+
+    KEY = "analysis.deliveries:"
+    TTL_SECONDS = 86400
+
+    def __init__(self, app: Celery, limit: int = EVENT_DELIVERY_LIMIT) -> None:
+        self.app = app
+        self.limit = limit
+        options = app.conf.broker_transport_options or {}
+        self.prefix = options.get("global_keyprefix", "")
+        self.client = redis.Redis.from_url(
+            app.conf.broker_url,
+            socket_timeout=options.get("socket_timeout", 2.0),
+            socket_connect_timeout=options.get("socket_connect_timeout", 2.0),
+        )
+
+    def redeliveries(self, message: Any) -> int:
+        """How often this message was redelivered, this delivery included (0: first)."""
+        task_id = (getattr(message, "headers", None) or {}).get("id")
+        if not delivery_count(message) or not task_id:
+            return 0
+        key = f"{self.prefix}{self.KEY}{task_id}"
+        try:
+            with self.client.pipeline() as pipe:
+                count, _ = pipe.incr(key).expire(key, self.TTL_SECONDS).execute()
+        except redis.RedisError as exc:
+            logger.warning("could not count the redeliveries of %s: %s", task_id, exc)
+            return 0
+        return int(count)
+
+    def dead_letter_if_over(self, message: Any) -> bool:
+        """True if ``message`` went past the limit: then it is in the DLQ and acknowledged."""
+        count = self.redeliveries(message)
+        if count <= self.limit:
+            return False
+        from analysis import metrics
+
+        payload = message.payload
+        args = payload[0] if isinstance(payload, (list, tuple)) and payload else None
+        envelope = args[0] if isinstance(args, (list, tuple)) and args else None
+        if not dead_letter_copy(self.app, payload):
+            return False  # processed once more rather than lost
+        message.ack()
+        event_type = envelope.get("type") if isinstance(envelope, dict) else None
+        metrics.count_event(event_type, metrics.DEAD_LETTERED)
+        logger.error(
+            "event dead-lettered: delivered %d times, over the delivery limit (%d)",
+            count + 1,
+            self.limit + 1,
+            extra={
+                "event_id": envelope.get("event_id") if isinstance(envelope, dict) else None,
+                "event_type": event_type,
+            },
+        )
+        return True
 
 
 def _count_rejected(message: Any) -> None:
@@ -146,8 +234,27 @@ def _count_rejected(message: Any) -> None:
     metrics.count_event(None, metrics.DEAD_LETTERED)
 
 
+class _DirectExchangeRetries(logging.Filter):
+    """Drops Celery's warning, on every retry, that native delayed delivery needs a topic
+    exchange: retries are ETA messages held by the worker by design (see the module doc)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "not supported with native delayed delivery" not in record.getMessage()
+
+
+logging.getLogger("celery.app.base").addFilter(_DirectExchangeRetries())
+
+
 class DeadLetteringConsumer(Consumer):
-    """Celery's consumer, but an undecodable message is dead-lettered, not acknowledged."""
+    """Celery's consumer, but an undecodable message is dead-lettered, not acknowledged, and
+    without native delayed delivery (see the module doc)."""
+
+    class Blueprint(Consumer.Blueprint):
+        default_steps = [
+            step
+            for step in Consumer.Blueprint.default_steps
+            if not step.endswith(":DelayedDelivery")
+        ]
 
     def on_decode_error(self, message: Any, exc: Exception) -> None:
         logger.error(

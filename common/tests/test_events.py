@@ -1,10 +1,16 @@
 """The event envelope: made once, validated strictly, routed to the right consumers."""
 
+import os
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 
 import pytest
 
 from common import events
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_make_envelope_has_every_field():
@@ -63,8 +69,34 @@ def test_routes_cover_every_type_and_user_deleted_fans_out():
     assert queues == {events.ANALYSIS_QUEUE_NAME, events.PLAYLIST_QUEUE_NAME}
 
 
-def test_queues_dead_letter_to_their_dlq():
-    args = events.ANALYSIS_QUEUE.queue_arguments
-    assert args["x-dead-letter-routing-key"] == events.ANALYSIS_DLQ_NAME
-    assert args["x-dead-letter-exchange"] == events.DLX_EXCHANGE.name
-    assert events.ANALYSIS_QUEUE.durable and events.ANALYSIS_DLQ.durable
+def test_event_queues_are_quorum_queues_with_a_delivery_limit_and_a_dlq():
+    for queue, dlq in (
+        (events.ANALYSIS_QUEUE, events.ANALYSIS_DLQ),
+        (events.PLAYLIST_QUEUE, events.PLAYLIST_DLQ),
+    ):
+        assert queue.queue_arguments == {
+            "x-queue-type": "quorum",
+            "x-delivery-limit": events.EVENT_DELIVERY_LIMIT,
+            "x-dead-letter-exchange": events.DLX_EXCHANGE.name,
+            "x-dead-letter-routing-key": dlq.name,
+        }
+        assert queue.durable and dlq.durable
+        assert dlq.exchange == events.DLX_EXCHANGE and dlq.routing_key == dlq.name
+    assert events.EVENT_QUEUES == (events.ANALYSIS_QUEUE, events.PLAYLIST_QUEUE)
+    assert events.EVENT_DELIVERY_LIMIT == 5  # the default
+
+
+@pytest.mark.parametrize(("value", "limit"), [("9", 9), ("0", 1)])
+def test_the_delivery_limit_comes_from_the_environment(value, limit):
+    code = (
+        "from common import events;print(events.ANALYSIS_QUEUE.queue_arguments['x-delivery-limit'])"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "EVENT_DELIVERY_LIMIT": value, "PYTHONPATH": str(ROOT)},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert result.stdout.strip() == str(limit)
