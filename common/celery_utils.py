@@ -1,4 +1,5 @@
-"""Celery wiring shared by every service: the app factory, log-context propagation, publishing."""
+"""Celery wiring shared by every service: the app factories, log-context propagation,
+publishing."""
 
 from __future__ import annotations
 
@@ -20,6 +21,43 @@ def make_app(project: str) -> Celery:
     app = Celery(project)
     app.config_from_object("django.conf:settings", namespace="CELERY")
     app.autodiscover_tasks()
+    return app
+
+
+def make_publisher_app(name: str, *, timeout: float, broker_url: str | None = None) -> Celery:
+    """A Celery app for publishing only (the outbox relays), with every broker wait bounded.
+
+    Connecting takes at most ``min(timeout, CELERY_BROKER_CONNECTION_TIMEOUT)``; on RabbitMQ
+    each socket read and write, the publisher confirm included, at most ``timeout``, with one
+    connection attempt per publish and no heartbeats (an idle relay is not dropped): a dead,
+    hanging or half-open broker connection makes a publish fail within seconds instead of
+    stalling the relay, and the outbox keeps the event. On Redis the transport's socket
+    timeouts (common.settings) bound it.
+    """
+    from django.conf import settings
+
+    app = Celery(name, set_as_current=False)
+    app.config_from_object("django.conf:settings", namespace="CELERY")
+    url = broker_url or settings.CELERY_BROKER_URL
+    options = dict(app.conf.broker_transport_options or {})
+    if url.split("://", 1)[0] in ("amqp", "amqps", "pyamqp"):
+        options.update(
+            {
+                "confirm_publish": True,
+                "read_timeout": timeout,
+                "write_timeout": timeout,
+                "max_retries": 1,
+            }
+        )
+    app.conf.update(
+        broker_url=url,
+        # Celery prefers the CELERY_BROKER_URL environment variable to broker_url, but not
+        # to broker_write_url (what publishing uses): an explicit broker_url must win.
+        broker_write_url=url,
+        broker_transport_options=options,
+        broker_connection_timeout=min(timeout, app.conf.broker_connection_timeout),
+        broker_heartbeat=0,
+    )
     return app
 
 

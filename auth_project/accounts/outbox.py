@@ -20,6 +20,7 @@ from django.db import close_old_connections, connections
 from django.utils import timezone
 
 from accounts.models import OutboxEvent
+from common.celery_utils import make_publisher_app
 from common.outbox import Relay
 
 logger = logging.getLogger(__name__)
@@ -57,10 +58,12 @@ class OrmOutboxStore:
         return OutboxEvent.objects.count()
 
 
-def celery_app() -> Celery:
-    from auth_project.celery import app
-
-    return app
+def celery_app(*, broker_url: str | None = None) -> Celery:
+    """The relay's publisher: every broker wait bounded by ``OUTBOX_PUBLISH_TIMEOUT``, so a
+    half-open broker connection fails a publish (the row stays) instead of hanging the relay."""
+    return make_publisher_app(
+        "auth-publisher", timeout=settings.OUTBOX_PUBLISH_TIMEOUT, broker_url=broker_url
+    )
 
 
 def build_relay(

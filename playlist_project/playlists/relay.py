@@ -5,9 +5,9 @@ mode (web processes publish nothing and start no threads). It scans the outbox e
 ``PLAYLIST_RELAY_INTERVAL`` seconds, so a new event leaves within a fraction of a second.
 
 The relay publishes through a Celery app of its own whose broker connection has read/write
-timeouts (``PLAYLIST_PUBLISH_TIMEOUT``) and no heartbeats, so a dead or hanging broker makes a
-publish fail within seconds instead of stalling the relay, and an idle connection is not
-dropped.
+timeouts (``PLAYLIST_PUBLISH_TIMEOUT``) and no heartbeats (common.celery_utils.
+make_publisher_app), so a dead or hanging broker makes a publish fail within seconds instead
+of stalling the relay, and an idle connection is not dropped.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any
 from celery import Celery
 from django.conf import settings
 
+from common import celery_utils
 from common.outbox import Relay
 from playlists import metrics
 from playlists.outbox import PlaylistOutboxStore
@@ -26,31 +27,10 @@ GAUGE_REFRESH_SECONDS = 5.0
 
 
 def make_publisher_app(*, broker_url: str | None = None) -> Celery:
-    """A Celery app for publishing only, with every broker wait bounded."""
-    app = Celery("playlist-publisher", set_as_current=False)
-    app.config_from_object("django.conf:settings", namespace="CELERY")
-    url = broker_url or settings.CELERY_BROKER_URL
-    timeout = settings.PLAYLIST_PUBLISH_TIMEOUT
-    options = dict(settings.CELERY_BROKER_TRANSPORT_OPTIONS)
-    if url.split("://", 1)[0] in ("amqp", "amqps", "pyamqp"):
-        options.update(
-            {
-                "confirm_publish": True,
-                "read_timeout": timeout,
-                "write_timeout": timeout,
-                "max_retries": 1,
-            }
-        )
-    app.conf.update(
-        broker_url=url,
-        # Celery prefers the CELERY_BROKER_URL environment variable to broker_url, but not
-        # to broker_write_url (what publishing uses): an explicit broker_url must win.
-        broker_write_url=url,
-        broker_transport_options=options,
-        broker_connection_timeout=min(timeout, settings.CELERY_BROKER_CONNECTION_TIMEOUT),
-        broker_heartbeat=0,
+    """The relay's publisher: every broker wait bounded by ``PLAYLIST_PUBLISH_TIMEOUT``."""
+    return celery_utils.make_publisher_app(
+        "playlist-publisher", timeout=settings.PLAYLIST_PUBLISH_TIMEOUT, broker_url=broker_url
     )
-    return app
 
 
 class PlaylistRelay(Relay):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import signal
 import socket
@@ -26,10 +28,11 @@ from accounts.tests.conftest import ME
 from accounts.tests.factories import PASSWORD
 from common import events
 from common.outbox import Relay
-from common.settings import celery_settings
 from common.testing import django_test_database_url, server_url
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+SERVICE_CELERY_APP = outbox.celery_app  # before any test replaces it
 
 QUEUES = (events.ANALYSIS_QUEUE, events.PLAYLIST_QUEUE)
 TASKS = {
@@ -39,21 +42,61 @@ TASKS = {
 
 
 def celery_app(broker_url: str) -> Celery:
-    """A publisher configured like the service's, on the given broker."""
-    config = {
-        key.removeprefix("CELERY_").lower(): value
-        for key, value in celery_settings(service="auth").items()
-    }
-    config.update(
-        broker_url=broker_url,
-        # Celery lets CELERY_BROKER_URL in the environment win over broker_url; not over this.
-        broker_write_url=broker_url,
-        broker_transport_options={"confirm_publish": True},
-        broker_connection_timeout=2.0,
-    )
-    app = Celery("auth-tests", set_as_current=False)
-    app.conf.update(config)
-    return app
+    """The service's publisher (accounts.outbox.celery_app), on the given broker."""
+    return SERVICE_CELERY_APP(broker_url=broker_url)
+
+
+class StallingProxy:
+    """A forwarder on 127.0.0.1 to the broker that a test can stall: connections stay open and
+    new ones are accepted, but nothing is forwarded either way (a half-open broker connection)
+    until ``resume()``."""
+
+    def __init__(self, broker_url: str) -> None:
+        self.broker_url = broker_url
+        host, port = broker_url.split("@", 1)[1].split("/", 1)[0].split(":")
+        self.target = (host, int(port))
+        self.flowing = threading.Event()
+        self.flowing.set()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.sockets: list[socket.socket] = [self.listener]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        scheme_auth, rest = self.broker_url.split("@", 1)
+        return f"{scheme_auth}@127.0.0.1:{self.listener.getsockname()[1]}/{rest.split('/', 1)[1]}"
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+                upstream = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                return
+            upstream.settimeout(None)
+            self.sockets += [client, upstream]
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(src, dst), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
+        """Forward until either side ends; while stalled, hold what was read."""
+        with contextlib.suppress(OSError):
+            chunk = src.recv(65536)
+            while chunk and self.flowing.wait() and dst.sendall(chunk) is None:
+                chunk = src.recv(65536)
+        with contextlib.suppress(OSError):
+            dst.shutdown(socket.SHUT_WR)  # the other direction ends on its own
+
+    def stall(self) -> None:
+        self.flowing.clear()
+
+    def resume(self) -> None:
+        self.flowing.set()
+
+    def close(self) -> None:
+        self.flowing.set()
+        for sock in self.sockets:
+            sock.close()
 
 
 def closed_port_url() -> str:
@@ -186,7 +229,7 @@ def test_broker_down_delete_is_204_and_the_row_waits_for_the_broker(
     assert OutboxEvent.objects.count() == 1
 
     # The broker is back: the relay process (`outbox_relay`) publishes what is left.
-    monkeypatch.setattr(outbox, "celery_app", lambda: celery_app(amqp_url))
+    monkeypatch.setattr(outbox, "celery_app", functools.partial(celery_app, amqp_url))
     call_command("outbox_relay", "--once")
     assert not OutboxEvent.objects.exists()
     assert_published(amqp_url, event_id, user)
@@ -281,3 +324,45 @@ def test_outbox_relay_process_stops_cleanly_on_sigterm(tmp_path, amqp_url):
             proc.wait()
     assert proc.returncode == 0, "".join(lines) + output
     assert "outbox relay stopped" in output
+
+
+def test_a_stalled_broker_connection_fails_the_publish_within_its_bound(user, amqp_url, settings):
+    """A half-open broker connection (the broker accepts, then answers nothing): the publish
+    gives up after OUTBOX_PUBLISH_TIMEOUT, the row stays, and it is published once the
+    connection flows again (issue 13)."""
+    settings.OUTBOX_PUBLISH_TIMEOUT = 1.0
+    proxy = StallingProxy(amqp_url)
+    relay = build_relay(app=celery_app(proxy.url), grace_seconds=0)
+
+    def row(name: str) -> dict[str, Any]:
+        envelope = events.make_envelope(
+            events.USER_DELETED, user_id=str(user.pk), data={"username": name}
+        )
+        OutboxEvent.objects.create(event_id=envelope["event_id"], envelope=envelope)
+        return envelope
+
+    try:
+        first = row("before")
+        assert relay.run_once() == (1, "drained")  # through the proxy: a connection is open
+        assert [e["event_id"] for _, e in read_messages(amqp_url, QUEUES[0])] == [first["event_id"]]
+        read_messages(amqp_url, QUEUES[1])
+
+        proxy.stall()
+        stalled = row("during")
+        results: list[tuple[int, str]] = []
+        thread = threading.Thread(target=lambda: results.append(relay.run_once()))
+        thread.start()
+        thread.join(timeout=60)  # unbounded, it would hang here for good
+        assert not thread.is_alive(), "the publish hung on the stalled connection"
+        assert results == [(0, "failed")]
+        assert [str(r.event_id) for r in OutboxEvent.objects.all()] == [stalled["event_id"]]
+
+        proxy.resume()
+        assert wait_until(lambda: relay.run_once() == (1, "drained"), timeout=30)
+        assert not OutboxEvent.objects.exists()
+        for queue in QUEUES:
+            # The stalled attempt may arrive too once the bytes flow: duplicates are absorbed.
+            ids = {envelope["event_id"] for _, envelope in read_messages(amqp_url, queue)}
+            assert ids == {stalled["event_id"]}, queue.name
+    finally:
+        proxy.close()
