@@ -35,8 +35,8 @@ class ToolsUnavailable(RuntimeError):
     """The tools virtualenv could not be created (no network, no index)."""
 
 
-def tools_digest() -> str:
-    digest = hashlib.sha256(TOOLS_REQUIREMENTS.read_bytes())
+def tools_digest(requirements: Path = TOOLS_REQUIREMENTS) -> str:
+    digest = hashlib.sha256(requirements.read_bytes())
     digest.update(sys.version.encode())
     return digest.hexdigest()
 
@@ -53,10 +53,12 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def ensure_tools(venv: Path = TOOLS_VENV) -> tuple[Path, float]:
+def ensure_tools(
+    venv: Path = TOOLS_VENV, requirements: Path = TOOLS_REQUIREMENTS
+) -> tuple[Path, float]:
     """The tools' bin folder, and the seconds spent installing (0 when already there)."""
     stamp = venv / ".requirements.sha256"
-    digest = tools_digest()
+    digest = tools_digest(requirements)
     with _locked(venv.parent / f"{venv.name}.lock"):
         if stamp.exists() and stamp.read_text() == digest:
             return venv / "bin", 0.0
@@ -73,7 +75,7 @@ def ensure_tools(venv: Path = TOOLS_VENV) -> tuple[Path, float]:
                 "--disable-pip-version-check",
                 "--no-deps",  # every package is pinned in the file: no resolver run
                 "-r",
-                str(TOOLS_REQUIREMENTS),
+                str(requirements),
             ],
             [str(venv / "bin" / "checkov"), "--version"],  # the pins are complete
             [str(venv / "bin" / "kubernetes-validate"), "--version"],

@@ -120,6 +120,24 @@ def run_checkov(tools: Path, path: Path) -> dict[str, Any]:
     return kubernetes["results"]
 
 
+def test_a_tools_install_that_fails_raises_and_leaves_no_half_virtualenv(tmp_path):
+    """What the fixture turns into a skip, or a failure under CI=true."""
+    requirements = tmp_path / "k8s-tools.txt"
+    requirements.write_text("musicstream-no-such-package==0.0.0\n")
+    venv = tmp_path / "venv"
+    with pytest.raises(k8s.ToolsUnavailable, match="failed"):
+        k8s.ensure_tools(venv, requirements)
+    assert not venv.exists()
+    assert k8s.tools_digest(requirements) != k8s.tools_digest(k8s.TOOLS_REQUIREMENTS)
+
+
+def test_the_tools_virtualenv_is_stamped_with_its_requirements(tools):
+    stamp = k8s.TOOLS_VENV / ".requirements.sha256"
+    assert stamp.read_text() == k8s.tools_digest()
+    pinned = k8s.TOOLS_REQUIREMENTS.read_text().splitlines()
+    assert all("==" in line for line in pinned if line and not line.startswith("#"))
+
+
 # ------------------------------------------------------------------ rendering and schemas
 
 
@@ -287,11 +305,13 @@ def test_migration_jobs_are_named_after_the_release(objects, overlay):
 # ------------------------------------------------------------------ environment and probes
 
 # One interpreter per service imports the heavy packages once, then forks a child per
-# container: the child takes exactly that container's environment and loads the settings.
+# distinct container environment (all at once): the child takes exactly that environment and
+# loads the settings.
 SETTINGS_PROBE = """
 import importlib, json, os, sys
 import celery, django, kombu, rest_framework  # noqa: F401 - imported once, before the forks
 project = sys.argv[1]
+children = []
 for line in sys.stdin:
     case = json.loads(line)
     pid = os.fork()
@@ -315,9 +335,12 @@ for line in sys.stdin:
                     missing.append(path)
             answer.update(missing=missing, allowed_hosts=list(settings.ALLOWED_HOSTS))
         except BaseException as exc:
-            answer["error"] = f"{type(exc).__name__}: {exc}"
-        print(json.dumps(answer), flush=True)
+            answer["error"] = f"{type(exc).__name__}: {exc}"[:1500]
+        # One short line per child: writes below PIPE_BUF never interleave.
+        os.write(1, (json.dumps(answer) + "\\n").encode())
         os._exit(0)
+    children.append(pid)
+for pid in children:
     os.waitpid(pid, 0)
 """
 
@@ -366,6 +389,7 @@ def test_every_container_starts_with_the_variables_it_is_given(objects, overlay,
     problems: list[str] = []
     cases: dict[str, list[dict[str, Any]]] = {}
     hosts: dict[str, set[str]] = {}
+    labels: dict[str, str] = {}
     for name, workload in k8s.workloads(found).items():
         for container in k8s.containers(workload):
             label = f"{name}/{container['name']}"
@@ -376,6 +400,11 @@ def test_every_container_starts_with_the_variables_it_is_given(objects, overlay,
             hosts[label] = probe_hosts(container) if paths else set()
             if paths and not hosts[label]:
                 problems.append(f"{label}: the probes send the pod's IP as Host")
+            key = json.dumps([service, sorted(env.items()), paths])
+            if key in labels:  # the same environment as a container already checked
+                hosts[labels[key]] |= hosts.pop(label)
+                continue
+            labels[key] = label
             scratch = tmp_path / label.replace("/", "-")
             case = {"label": label, "env": local_env(service, env, scratch), "paths": paths}
             cases.setdefault(service, []).append(case)
