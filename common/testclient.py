@@ -56,7 +56,7 @@ class ContextClient(APIClient):
 
     def request(self, **request: Any) -> Any:
         if self.context_user is not None and "HTTP_X_USER" not in request:
-            wsgi = self._base_environ(**request)
+            wsgi = self._base_environ(**request)  # type: ignore[attr-defined]  # Django private
             length = int(wsgi.get("CONTENT_LENGTH") or 0)
             body = wsgi["wsgi.input"].read(length) if length else b""
             request["wsgi.input"] = FakePayload(body)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import jwt
 import pytest
+from conftest import settle
 from context_auth import SignedContext
 from cryptography.hazmat.primitives import serialization
 
@@ -318,3 +319,97 @@ def test_oversized_and_odd_headers_are_refused_or_neutralised(platform, api, vic
     )
     assert b"set-cookie: x=1" not in smuggled.lower()
     assert victim["state"]() == victim["before"]
+
+
+def sign_in(platform, api, user) -> dict[str, str]:
+    """Another device of ``user``: a login of its own."""
+    answer = api.post(
+        f"{platform.gateway}/api/auth/login",
+        json={"username": user["username"], "password": user["password"]},
+        timeout=10,
+    )
+    assert answer.status_code == 200, answer.text
+    return bearer(answer.json()["token"])
+
+
+def test_a_deleted_accounts_other_device_writes_nothing(platform, api, user):
+    """The phone deletes the account; the laptop's access token (never presented to the
+    deletion) creates nothing, plays nothing, and no analytics row of the user comes back."""
+    gw = platform.gateway
+    phone, laptop = sign_in(platform, api, user), sign_in(platform, api, user)
+    made = api.post(
+        f"{gw}/api/playlists",
+        json={"name": "before", "tracks": [{"title": "t", "genre": "rock"}]},
+        headers=laptop,
+        timeout=10,
+    )
+    assert made.status_code == 201
+    playlist = made.json()["id"]
+    deleted = api.delete(
+        f"{gw}/api/auth/me", json={"current_password": user["password"]}, headers=phone, timeout=10
+    )
+    assert deleted.status_code == 204, deleted.text
+    for method, path, body in [
+        ("POST", "/api/playlists", {"name": "after"}),
+        ("POST", f"/api/playlists/{playlist}/plays", {"track": 0}),
+        ("GET", "/api/analysis", None),
+    ]:
+        answer = api.request(method, f"{gw}{path}", json=body, headers=laptop, timeout=10)
+        assert answer.status_code == 401, (path, answer.status_code)
+        assert answer.json()["code"] == "token_revoked"
+    # Behind the gateway: a write of the account still on its way once UserDeleted is handled.
+    who = {"id": user["id"], "username": user["username"]}
+    direct = SignedContext("playlist", who)
+    settle(
+        lambda: (
+            api.post(
+                platform.url("playlist", "/api/playlists"), json={"name": "late"}, auth=direct
+            ).status_code
+        ),
+        401,
+    )
+    listed = api.get(platform.url("playlist", "/api/playlists"), auth=direct, timeout=10).json()
+    assert listed["count"] == 0
+    stats = SignedContext("analysis", who)
+    settle(
+        lambda: api.get(platform.url("analysis", "/api/analysis"), auth=stats, timeout=10).json()[
+            "playlists_created"
+        ],
+        0,
+    )
+
+
+def test_log_out_everywhere_ends_every_device(platform, api, user):
+    gw = platform.gateway
+    devices = [sign_in(platform, api, user) for _ in range(3)]
+    refresh = api.post(
+        f"{gw}/api/auth/login",
+        json={"username": user["username"], "password": user["password"]},
+        timeout=10,
+    ).json()["refresh"]
+    assert all(
+        api.get(f"{gw}/api/playlists", headers=device, timeout=10).status_code == 200
+        for device in devices
+    )
+    out = api.post(f"{gw}/api/auth/logout-all", headers=devices[0], timeout=10)
+    assert out.status_code == 204, out.text
+    for device in devices:
+        answer = api.post(f"{gw}/api/playlists", json={"name": "x"}, headers=device, timeout=10)
+        assert answer.status_code == 401
+        assert answer.json()["code"] == "token_revoked"
+    assert api.post(
+        f"{gw}/api/auth/refresh", json={"refresh": refresh}, timeout=10
+    ).status_code == (401)
+    again = sign_in(platform, api, user)  # signing in again works at once
+    assert api.get(f"{gw}/api/playlists", headers=again, timeout=10).json()["count"] == 0
+    # A password change ends every session too, the one that made it included.
+    changed = api.patch(
+        f"{gw}/api/auth/me",
+        json={"password": "another horse battery staple 7", "current_password": user["password"]},
+        headers=again,
+        timeout=10,
+    )
+    assert changed.status_code == 200, changed.text
+    assert api.get(f"{gw}/api/playlists", headers=again, timeout=10).status_code == 401
+    user["password"] = "another horse battery staple 7"
+    assert api.get(f"{gw}/api/playlists", headers=sign_in(platform, api, user), timeout=10).ok

@@ -10,7 +10,13 @@ from django.db.models.functions import Coalesce
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
-from analysis.models import GenrePlays, ProcessedEvent, UserGenrePlays, UserStats
+from analysis.models import (
+    DeletedUser,
+    GenrePlays,
+    ProcessedEvent,
+    UserGenrePlays,
+    UserStats,
+)
 
 OVERVIEW_TOP = 10
 
@@ -66,6 +72,15 @@ class ProcessedEventAdmin(ReadOnlyAdmin):
     search_fields = ("user_id", "=event_id")
     list_filter = ("type", "processed_at")
     ordering = ("-processed_at",)
+
+
+@admin.register(DeletedUser)
+class DeletedUserAdmin(ReadOnlyAdmin):
+    """Users whose later events are recorded but never counted."""
+
+    list_display = ("user_id", "deleted_at")
+    search_fields = ("=user_id",)
+    ordering = ("-deleted_at",)
 
 
 def overview_view(request: HttpRequest) -> HttpResponse:

@@ -12,6 +12,7 @@ from common.events import EVENT_TYPES
 
 OK = "ok"
 DUPLICATE = "duplicate"
+USER_GONE = "user_deleted"  # recorded, not counted: the user's UserDeleted came first
 RETRIED = "retried"
 REQUEUED = "requeued"
 DEAD_LETTERED = "dead_lettered"
@@ -27,7 +28,7 @@ INVALID_TYPE = "invalid"
 events_processed = Counter(
     "analysis_events_processed_total",
     "Events handled by the analysis worker, by type and outcome "
-    "(ok, duplicate, retried, requeued, dead_lettered).",
+    "(ok, duplicate, user_deleted, retried, requeued, dead_lettered).",
     ["type", "outcome"],
 )
 event_lag = Histogram(

@@ -88,3 +88,17 @@ class ProcessedEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.type} {self.event_id}"
+
+
+class DeletedUser(models.Model):
+    """A user whose UserDeleted event was counted: later events of that user are recorded (so a
+    redelivery stays a duplicate) but never counted, so nothing about the user comes back."""
+
+    user_id = models.CharField(max_length=USER_ID_MAX_LENGTH, primary_key=True)
+    deleted_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ("-deleted_at",)
+
+    def __str__(self) -> str:
+        return f"deleted user {self.user_id}"

@@ -23,6 +23,7 @@ from analysis.cache import (
 from analysis.models import (
     GENRE_MAX_LENGTH,
     USER_ID_MAX_LENGTH,
+    DeletedUser,
     GenrePlays,
     ProcessedEvent,
     UserGenrePlays,
@@ -54,9 +55,13 @@ def _track_genre(data: dict[str, Any]) -> str:
     return genre_normalize(genre)
 
 
-def _user_deleted(*, user_id: str) -> None:
+def _user_deleted(*, user_id: str, now: datetime) -> None:
     # Overall genre totals keep the plays: they are history, not personal data. The user no
-    # longer counts among each genre's distinct users (GenrePlays.users).
+    # longer counts among each genre's distinct users (GenrePlays.users). The tombstone makes
+    # every later event of the user a no-op (see _apply).
+    DeletedUser.objects.bulk_create(
+        [DeletedUser(user_id=user_id, deleted_at=now)], ignore_conflicts=True
+    )
     UserStats.objects.filter(user_id=user_id).delete()
     meta = UserGenrePlays._meta
     user_column = _quote(_field(UserGenrePlays, "user_id").column)
@@ -167,7 +172,14 @@ def events_process(*, events: Sequence[ParsedEvent]) -> list[str]:
                 outcomes.append(metrics.OK)
             else:
                 outcomes.append(metrics.DUPLICATE)
-        _apply(fresh, now)
+        ignored = _apply(fresh, now)
+        if ignored:
+            outcomes = [
+                metrics.USER_GONE
+                if outcome == metrics.OK and event.event_id in ignored
+                else outcome
+                for event, outcome in zip(events, outcomes, strict=True)
+            ]
         done = list(zip(events, outcomes, strict=True))
         transaction.on_commit(lambda: _committed(done))
     return outcomes
@@ -217,17 +229,42 @@ def _record(events: Sequence[ParsedEvent], now: datetime) -> set[uuid.UUID]:
     return {v if isinstance(v, uuid.UUID) else uuid.UUID(str(v)) for (v,) in inserted}
 
 
-def _apply(events: Sequence[ParsedEvent], now: datetime) -> None:
-    """The counter changes of ``events`` (in order where order matters: a user deletion)."""
+# Per user, in one statement and in key order (so concurrent batches cannot deadlock): an
+# exclusive transaction lock for a user this batch deletes, a shared one for every other user
+# it counts for. A deletion therefore waits for the batches counting its user, and they for
+# it, and each sees the other's commit: nothing is counted for a user after its deletion.
+_LOCK_USERS = (
+    "SELECT count(CASE WHEN t.ex THEN pg_advisory_xact_lock(t.k)::text "
+    "ELSE pg_advisory_xact_lock_shared(t.k)::text END) "
+    "FROM (SELECT hashtextextended(u, 0) AS k, bool_or(e) AS ex "
+    "FROM unnest(%s::text[], %s::bool[]) AS x(u, e) GROUP BY 1 ORDER BY 1) AS t"
+)
+
+
+def _apply(events: Sequence[ParsedEvent], now: datetime) -> set[uuid.UUID]:
+    """The counter changes of ``events`` (in order where order matters: a user deletion);
+    returns the ids of the events not counted because their user was deleted first."""
+    if not events:
+        return set()
+    users = [event.user_id for event in events]
+    deleting = [event.event_type == events_module.USER_DELETED for event in events]
+    with connection.cursor() as cursor:
+        cursor.execute(_LOCK_USERS, [users, deleting])
+    gone = set(DeletedUser.objects.filter(user_id__in=set(users)).values_list("user_id", flat=True))
+    ignored: set[uuid.UUID] = set()
     segment: list[ParsedEvent] = []
     for event in events:
         if event.event_type == events_module.USER_DELETED:
             _increments(segment, now)
             segment = []
-            _user_deleted(user_id=event.user_id)
+            _user_deleted(user_id=event.user_id, now=now)
+            gone.add(event.user_id)
+        elif event.user_id in gone:
+            ignored.add(event.event_id)
         else:
             segment.append(event)
     _increments(segment, now)
+    return ignored
 
 
 # Counter deltas of each event type that changes user_stats (playlist_updated: none, but
@@ -392,6 +429,8 @@ def _count_and_log(done: list[tuple[ParsedEvent, str]]) -> None:
                 metrics.event_lag.observe(max(lag, 0.0))
                 if _log_info():
                     logger.info("counts updated", extra={**extra, "lag_seconds": round(lag, 3)})
+            elif outcome == metrics.USER_GONE:
+                logger.info("event of a deleted user ignored", extra=extra)
             elif _log_info():
                 logger.info("duplicate event ignored", extra=extra)
     for (event_type, outcome), count in tally.items():

@@ -9,7 +9,7 @@ from datetime import timedelta
 from unittest import mock
 
 import pytest
-from analysis.models import GenrePlays, ProcessedEvent, UserGenrePlays, UserStats
+from analysis.models import DeletedUser, GenrePlays, ProcessedEvent, UserGenrePlays, UserStats
 from analysis.services import (
     ERROR_USER_ID_TOO_LONG,
     event_parse,
@@ -271,7 +271,7 @@ def test_a_batch_counts_like_its_events_one_by_one_in_one_transaction(
         late,
         envelope(TRACK_PLAYED, "u3", genre="jazz"),
         envelope(USER_DELETED, "u3"),  # after u3's play, before the next one
-        envelope(TRACK_PLAYED, "u3", genre="pop"),
+        envelope(TRACK_PLAYED, "u3", genre="pop"),  # a deleted user's: recorded, not counted
         deleted,
     ]
     parsed = [event_parse(envelope=event) for event in batch]
@@ -279,11 +279,22 @@ def test_a_batch_counts_like_its_events_one_by_one_in_one_transaction(
     with (
         mock.patch("analysis.services.cache_invalidate") as invalidate,
         django_capture_on_commit_callbacks(execute=True),
-        # SAVEPOINT, the event ids, 3 upserts, the deletion (2), 1 upsert, RELEASE
-        django_assert_max_num_queries(12),
+        # SAVEPOINT, the event ids, the users' locks, the deleted users, 3 upserts, the
+        # deletion (tombstone and 2), 1 upsert, RELEASE
+        django_assert_max_num_queries(15),
     ):
         outcomes = events_process(events=parsed)
-    assert outcomes == ["duplicate", "ok", "ok", "duplicate", "ok", "ok", "ok", "ok", "ok"]
+    assert outcomes == [
+        "duplicate",
+        "ok",
+        "ok",
+        "duplicate",
+        "ok",
+        "ok",
+        "ok",
+        "user_deleted",
+        "ok",
+    ]
     assert processed(PLAYLIST_CREATED, "duplicate") == before + 1
     assert stats("u1")["plays"] == 2
     assert stats("u2") == {"created": 1, "deleted": 1, "active": 0, "plays": 0}
@@ -291,14 +302,11 @@ def test_a_batch_counts_like_its_events_one_by_one_in_one_transaction(
     assert UserStats.objects.get(user_id="u2").last_event_at == parse_occurred_at(
         deleted["occurred_at"]
     )
-    assert stats("u3")["plays"] == 1
-    assert dict(UserGenrePlays.objects.filter(user_id="u3").values_list("genre", "plays")) == {
-        "pop": 1
-    }
+    assert not UserStats.objects.filter(user_id="u3").exists()
+    assert not UserGenrePlays.objects.filter(user_id="u3").exists()
     assert dict(GenrePlays.objects.values_list("genre", "plays")) == {
         "rock": 2,
         "jazz": 1,
-        "pop": 1,
     }
     assert ProcessedEvent.objects.count() == 8
     invalidate.assert_called_once()
@@ -318,3 +326,76 @@ def test_a_batch_that_fails_commits_nothing():
     assert not ProcessedEvent.objects.exists()
     assert events_process(events=parsed) == ["ok"]
     assert stats()["plays"] == 1
+
+
+def test_events_after_a_user_deletion_are_recorded_but_never_counted(
+    django_capture_on_commit_callbacks,
+):
+    """Late events of a deleted user (a play published after the deletion, a broker outage
+    delivering out of order) recreate nothing about the user."""
+    event_process(envelope=envelope(PLAYLIST_CREATED, "gone", genre="rock"))
+    event_process(envelope=envelope(USER_DELETED, "gone"))
+    late = [
+        envelope(PLAYLIST_CREATED, "gone"),
+        envelope(TRACK_PLAYED, "gone", genre="rock"),
+        envelope(PLAYLIST_DELETED, "gone"),
+    ]
+    before = processed(TRACK_PLAYED, "user_deleted")
+    with django_capture_on_commit_callbacks(execute=True):
+        assert [event_process(envelope=item) for item in late] == ["user_deleted"] * 3
+    assert [event_process(envelope=item) for item in late] == ["duplicate"] * 3  # redelivered
+    assert processed(TRACK_PLAYED, "user_deleted") == before + 1
+    assert not UserStats.objects.filter(user_id="gone").exists()
+    assert not UserGenrePlays.objects.filter(user_id="gone").exists()
+    assert ProcessedEvent.objects.filter(user_id="gone").count() == 5
+    assert DeletedUser.objects.filter(user_id="gone").exists()
+    event_process(envelope=envelope(TRACK_PLAYED, "other", genre="rock"))  # others still count
+    assert UserStats.objects.get(user_id="other").plays == 1
+
+
+def test_a_batch_counts_what_came_before_the_deletion_and_ignores_what_came_after():
+    batch = [
+        event_parse(envelope=envelope(TRACK_PLAYED, "mixed", genre="jazz")),
+        event_parse(envelope=envelope(USER_DELETED, "mixed")),
+        event_parse(envelope=envelope(TRACK_PLAYED, "mixed", genre="jazz")),
+        event_parse(envelope=envelope(TRACK_PLAYED, "kept", genre="jazz")),
+    ]
+    assert events_process(events=batch) == ["ok", "ok", "user_deleted", "ok"]
+    assert not UserStats.objects.filter(user_id="mixed").exists()
+    assert GenrePlays.objects.get(genre="jazz").plays == 2  # history before the deletion stays
+    assert UserStats.objects.get(user_id="kept").plays == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_deletion_committing_while_a_batch_counts_its_user_wins():
+    """A deletion holds its user's lock until it commits: a batch counting that user waits
+    for it, then sees the tombstone (without the lock it would recreate the user's rows)."""
+    done: list[str] = []
+    deleter = connections.create_connection("default")
+    try:
+        with deleter.cursor() as cursor:
+            cursor.execute("BEGIN")
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", ["racing"])
+
+        def play() -> None:
+            try:
+                done.append(event_process(envelope=envelope(TRACK_PLAYED, "racing", genre="pop")))
+            finally:
+                connections.close_all()
+
+        worker = threading.Thread(target=play)
+        worker.start()
+        worker.join(1.0)
+        assert worker.is_alive(), "the batch must wait for the deletion's lock"
+        with deleter.cursor() as cursor:
+            cursor.execute(
+                f"INSERT INTO {DeletedUser._meta.db_table} (user_id, deleted_at) "
+                "VALUES (%s, now())",
+                ["racing"],
+            )
+            cursor.execute("COMMIT")
+        worker.join(30)
+    finally:
+        deleter.close()
+    assert done == ["user_deleted"]
+    assert not UserStats.objects.filter(user_id="racing").exists()

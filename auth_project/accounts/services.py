@@ -182,6 +182,18 @@ def user_logout(*, user_id: str, refresh: str) -> None:
     logger.info("user logged out", extra={"user_id": str(user_id)})
 
 
+def user_logout_everywhere(*, user_id: str) -> int:
+    """Revoke every refresh token of the caller (the gateway refuses their access tokens issued
+    before this request); how many were revoked."""
+    user = user_get(user_id=user_id)
+    revoked = user_refresh_tokens_revoke(user=user)
+    logger.info(
+        "user logged out everywhere",
+        extra={"user_id": str(user_id), "refresh_tokens_revoked": revoked},
+    )
+    return revoked
+
+
 def _check_password(user: User, password: str) -> None:
     if not user.check_password(password):
         raise ValidationError({"current_password": [ERROR_WRONG_PASSWORD]})

@@ -26,6 +26,9 @@ from accounts.models import RefreshTokenFamily
 
 REQUIRED_CLAIMS = ["exp", "iat", "jti", "iss", "aud", "token_type", "user_id"]
 FAMILY_CLAIM = "fam"
+# The issue time in ms, copied into the access token: the gateway refuses tokens issued before a
+# user's "log out everywhere", password change or deletion, to the ms (``iat`` has seconds).
+ISSUED_MS_CLAIM = "iat_ms"
 
 
 def family_of(payload: dict[str, Any]) -> UUID | None:
@@ -126,6 +129,7 @@ class RefreshToken(_KeyedToken, simplejwt_tokens.RefreshToken):
         token = cls()
         token["user_id"] = str(user.pk)
         token["username"] = user.get_username()
+        token[ISSUED_MS_CLAIM] = int(token.current_time.timestamp() * 1000)
         family = family or uuid4()
         token[FAMILY_CLAIM] = str(family)
         outstanding = OutstandingToken.objects.create(

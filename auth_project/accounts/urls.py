@@ -11,6 +11,7 @@ urlpatterns = [
     path("login", views.LoginView.as_view(), name="login"),
     path("refresh", views.RefreshView.as_view(), name="refresh"),
     path("logout", views.LogoutView.as_view(), name="logout"),
+    path("logout-all", views.LogoutAllView.as_view(), name="logout-all"),
     path("me", views.MeView.as_view(), name="me"),
     path(".well-known/jwks.json", views.JWKSView.as_view(), name="jwks"),
 ]

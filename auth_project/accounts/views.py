@@ -182,6 +182,24 @@ class LogoutView(AuthAPIView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
+class LogoutAllView(AuthAPIView):
+    """POST /api/auth/logout-all: end every session of the caller, on every device."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        tags=TAGS,
+        operation_id="auth_logout_all",
+        summary="Log out everywhere: every refresh token of the caller is revoked, and the "
+        "gateway refuses every access token issued before this request",
+        request=None,
+        responses={204: OpenApiResponse(description="Every session ended."), 401: UNAUTHORIZED},
+    )
+    def post(self, request: Request) -> Response:
+        services.user_logout_everywhere(user_id=_caller_id(request))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
 class MeView(AuthAPIView):
     """GET/PATCH/DELETE /api/auth/me: the caller's own account."""
 
@@ -201,7 +219,8 @@ class MeView(AuthAPIView):
     @extend_schema(
         tags=TAGS,
         operation_id="auth_me_update",
-        summary="Change username and/or password (needs the current password)",
+        summary="Change username and/or password (needs the current password); a new "
+        "password ends every session, this one included: sign in again",
         request=MeUpdateSerializer,
         responses={200: UserSerializer, 400: BAD_REQUEST, 401: UNAUTHORIZED, 413: TOO_LARGE},
     )
@@ -214,7 +233,7 @@ class MeView(AuthAPIView):
     @extend_schema(
         tags=TAGS,
         operation_id="auth_me_delete",
-        summary="Delete the caller's account (publishes UserDeleted)",
+        summary="Delete the caller's account (publishes UserDeleted); every session ends",
         request=MeDeleteSerializer,
         responses={
             204: OpenApiResponse(description="Deleted."),

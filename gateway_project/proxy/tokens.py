@@ -58,17 +58,23 @@ ALGORITHM = "RS256"
 ACCESS = "access"
 REQUIRED_CLAIMS = ["exp", "iat", "iss", "aud", "jti", "token_type", "user_id"]
 REVOKED_KEY = "gateway:revoked:{jti}"
-# One command for the revocation read and the caller's rate-limit count: 1 if KEYS[1] (the
-# revocation entry) exists, and KEYS[2] (the caller's window counter) after this request's
-# increment, created with a lifetime of ARGV[1] seconds. Sent as EVALSHA; redis-py loads the
-# script again when Redis no longer knows it (restart, SCRIPT FLUSH).
+# Per user: tokens issued before this time (ms since the epoch) are refused. Set by "log out
+# everywhere", a password change and an account deletion (proxy.sessions).
+SESSIONS_KEY = "gateway:sessions-after:{user_id}"
+# Tokens carry their issue time in ms (auth's ``iat_ms``); ``iat`` (seconds) for older ones.
+ISSUED_MS_CLAIM = "iat_ms"
+# One command for the revocation reads and the caller's rate-limit count: 1 if KEYS[1] (the
+# revocation entry) exists, KEYS[2] (the caller's window counter) after this request's
+# increment, created with a lifetime of ARGV[1] seconds, and the user's sessions mark
+# (KEYS[3]) or false. Sent as EVALSHA; redis-py loads the script again when Redis no longer
+# knows it (restart, SCRIPT FLUSH).
 _REVOKED_AND_COUNT = Script(
     None,
     b"""
 local revoked = redis.call('EXISTS', KEYS[1])
 local count = redis.call('INCR', KEYS[2])
 if count == 1 then redis.call('EXPIRE', KEYS[2], ARGV[1]) end
-return {revoked, count}
+return {revoked, count, redis.call('GET', KEYS[3])}
 """,
 )
 
@@ -228,10 +234,20 @@ def token_claims_get(*, token: str) -> dict[str, Any]:
         _remember(token, claims)
     elif claims["exp"] + settings.JWT_LEEWAY_SECONDS < time.time():
         raise InvalidToken()
-    if token_is_revoked(jti=claims["jti"], user_id=str(claims["user_id"])):
+    if token_is_revoked(
+        jti=claims["jti"], user_id=str(claims["user_id"]), issued_ms=issued_ms(claims)
+    ):
         metrics.revoked_token_hits.inc()
         raise InvalidToken(TOKEN_REVOKED, code="token_revoked")
     return claims
+
+
+def issued_ms(claims: dict[str, Any]) -> int:
+    """When the token was issued, in ms: ``iat_ms``, else ``iat`` (whole seconds)."""
+    value = claims.get(ISSUED_MS_CLAIM)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    return int(claims["iat"]) * 1000
 
 
 def _token_verify(token: str) -> dict[str, Any]:
@@ -264,28 +280,35 @@ def _token_verify(token: str) -> dict[str, Any]:
     return claims
 
 
-def token_is_revoked(*, jti: str, user_id: str | None = None) -> bool:
-    """True when ``jti`` is on the revocation list; 503 if the list cannot be read.
+def token_is_revoked(*, jti: str, user_id: str | None = None, issued_ms: int = 0) -> bool:
+    """True when ``jti`` is on the revocation list or, with a ``user_id``, the token was issued
+    (``issued_ms``) before that user's sessions mark; 503 if Redis cannot be read.
 
     With a ``user_id`` (and user throttling on), the same round trip also counts the request in
     the caller's rate-limit window (``proxy.throttling.user_window``), which the user throttle
     then uses instead of a round trip of its own (docs/performance.md).
     """
+    revoked_key = REVOKED_KEY.format(jti=jti)
     try:
-        window = throttling.user_window(user_id=user_id) if user_id else None
+        if not user_id:
+            return cache.get(revoked_key) is not None
+        mark_key = SESSIONS_KEY.format(user_id=user_id)
+        window = throttling.user_window(user_id=user_id)
         if window is None:
-            return cache.get(REVOKED_KEY.format(jti=jti)) is not None
-        key, ttl = window
-        revoked, count = _REVOKED_AND_COUNT(
-            keys=[cache.make_key(REVOKED_KEY.format(jti=jti)), cache.make_key(key)],
-            args=[ttl],
-            client=throttling.redis_client(),
-        )
-        throttling.user_count_prefetched(key=key, count=int(count))
-        return bool(revoked)
+            found = cache.get_many([revoked_key, mark_key])
+            revoked, mark = revoked_key in found, found.get(mark_key)
+        else:
+            key, ttl = window
+            revoked, count, mark = _REVOKED_AND_COUNT(
+                keys=[cache.make_key(revoked_key), cache.make_key(key), cache.make_key(mark_key)],
+                args=[ttl],
+                client=throttling.redis_client(),
+            )
+            throttling.user_count_prefetched(key=key, count=int(count))
     except Exception as exc:
         logger.warning("revocation list unreadable: %s", exc)
         raise RevocationUnavailable() from exc
+    return bool(revoked) or (mark is not None and issued_ms < int(mark))
 
 
 def token_revoke(*, jti: str, exp: int | float) -> None:

@@ -19,7 +19,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from proxy import metrics
+from proxy import metrics, sessions
 from proxy.authentication import GatewayJWTAuthentication
 from proxy.exceptions import (
     BadPath,
@@ -200,11 +200,20 @@ class ProxyView(APIView):
         method = django_request.method or "GET"
         claims = request.auth
         revoked: str | None = None  # the jti revoked for this request
-        if isinstance(claims, dict) and (method, django_request.path) in REVOKING_ROUTES:
+        mark: sessions.Mark | None = None  # the user's sessions mark this request set
+        if isinstance(claims, dict):
             # Stored before auth is called: if Redis cannot take it, auth is not called (503,
             # the refresh token stays valid and the client can retry), so nobody is told they
             # logged out while their access token still works.
-            revoked = _revocation_store(claims)
+            if sessions.ends_sessions(method=method, path=django_request.path, body=body):
+                mark = sessions.sessions_end(claims=claims)
+            if (method, django_request.path) in REVOKING_ROUTES:
+                try:
+                    revoked = _revocation_store(claims)
+                except RevocationUnavailable:
+                    if mark is not None:
+                        sessions.sessions_end_withdraw(mark)
+                    raise
         try:
             answer = proxy_forward(
                 upstream_name=self.upstream,
@@ -218,11 +227,10 @@ class ProxyView(APIView):
             # auth may have ended the session before it timed out: the revocation stays.
             raise
         except Exception:
-            if revoked is not None:
-                _revocation_withdraw(revoked, method=method, path=django_request.path)
+            self._withdraw(revoked, mark, method=method, path=django_request.path)
             raise
-        if revoked is not None and not 200 <= answer.status < 300:
-            _revocation_withdraw(revoked, method=method, path=django_request.path)
+        if not 200 <= answer.status < 300:
+            self._withdraw(revoked, mark, method=method, path=django_request.path)
         response = response_build(answer=answer)
         if isinstance(request.successful_authenticator, BrowserCookieAuthentication):
             response = browser.page_adapt(
@@ -231,6 +239,16 @@ class ProxyView(APIView):
                 logout_url=reverse("rest_framework:logout"),
             )
         return response
+
+    @staticmethod
+    def _withdraw(
+        revoked: str | None, mark: sessions.Mark | None, *, method: str, path: str
+    ) -> None:
+        """Auth refused (or never got) a session-ending request: the session stays."""
+        if revoked is not None:
+            _revocation_withdraw(revoked, method=method, path=path)
+        if mark is not None:
+            sessions.sessions_end_withdraw(mark)
 
     get = post = put = patch = delete = head = options = proxy  # type: ignore[assignment]
 

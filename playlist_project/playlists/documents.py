@@ -90,6 +90,19 @@ class OutboxEvent(Document):
     }
 
 
+class DeletedUser(Document):
+    """A user whose UserDeleted event was handled: their writes are refused from then on.
+
+    The ``deleted_users`` collection, ``_id`` the user id; kept for good (a few bytes per
+    deleted account), so a request still in flight from a deleted account writes nothing.
+    """
+
+    id = StringField(primary_key=True)
+    deleted_at = DateTimeField(required=True)
+
+    meta = {"collection": "deleted_users", "auto_create_index": False}
+
+
 def ensure_indexes() -> None:
     """Create the indexes; a database that is down now must not stop the process starting."""
     try:

@@ -21,6 +21,7 @@ STORE_UNAVAILABLE = "The playlist store is unavailable; try again shortly."
 STORE_RETRY_AFTER_SECONDS = 5
 OUTBOX_FULL = "Too many changes of this playlist are waiting to be published; try again shortly."
 OUTBOX_RETRY_AFTER_SECONDS = 30
+ACCOUNT_DELETED = "This account was deleted."
 
 
 class PlaylistNotFound(exceptions.NotFound):
@@ -56,6 +57,13 @@ class StoreUnavailable(exceptions.APIException):
     default_detail = STORE_UNAVAILABLE
     default_code = "store_unavailable"
     retry_after = STORE_RETRY_AFTER_SECONDS
+
+
+class AccountDeleted(exceptions.AuthenticationFailed):
+    """The caller's account was deleted (its UserDeleted event was handled): no more writes."""
+
+    default_detail = ACCOUNT_DELETED
+    default_code = "account_deleted"
 
 
 class OutboxFull(exceptions.APIException):

@@ -16,10 +16,11 @@ from django.conf import settings
 from rest_framework.exceptions import ValidationError
 
 from common import events
-from playlists import cache, metrics, outbox
+from playlists import accounts, cache, metrics, outbox
 from playlists.documents import Playlist, Track
 from playlists.exceptions import (
     TRACK_OUT_OF_RANGE,
+    AccountDeleted,
     OutboxFull,
     PlaylistConflict,
     PlaylistLimitReached,
@@ -107,6 +108,9 @@ def playlist_create(
     playlist.pending_events = [entry(envelope, written_at=now)]
     playlist.validate()
     collection().insert_one(playlist.to_mongo().to_dict())
+    if accounts.account_is_deleted(user_id=owner_id):  # the deletion raced with this create
+        collection().delete_one({"_id": playlist.id})
+        raise AccountDeleted()
     _committed(
         operation="created", owner_id=owner_id, playlist_id=str(playlist.id), envelope=envelope
     )
@@ -264,6 +268,7 @@ def playlists_delete_for_user(*, user_id: str) -> int:
     since sending them after the erasure would only recreate data about a deleted user.
     Idempotent: a redelivered UserDeleted deletes nothing more.
     """
+    accounts.account_deleted_mark(user_id=user_id)  # first: see playlists.accounts
     live = collection().delete_many({"owner_id": user_id, "deleted": False}).deleted_count
     collection().delete_many({"owner_id": user_id})
     outbox.events_collection().delete_many({"owner_id": user_id})

@@ -16,11 +16,13 @@ from drf_spectacular.utils import (
 )
 from rest_framework import status
 from rest_framework.generics import GenericAPIView
+from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from playlists import cache, selectors, services
+from playlists.accounts import AccountNotDeleted
 from playlists.pagination import PlaylistPagination
 from playlists.serializers import (
     ErrorSerializer,
@@ -137,6 +139,7 @@ def _cached_answer(request: Request, *, what: str, build: Callable[[], Any]) -> 
 class PlaylistListCreateView(GenericAPIView):
     """GET the caller's playlists (newest first, paginated); POST a new one."""
 
+    permission_classes = [IsAuthenticated, AccountNotDeleted]
     serializer_class = PlaylistWriteSerializer
     pagination_class = PlaylistPagination
     filter_backends = ()
@@ -217,6 +220,7 @@ class PlaylistListCreateView(GenericAPIView):
 class PlaylistDetailView(GenericAPIView):
     """GET, PUT (whole body), PATCH (part of it) or DELETE one of the caller's playlists."""
 
+    permission_classes = [IsAuthenticated, AccountNotDeleted]
     serializer_class = PlaylistWriteSerializer
 
     def get_object(self) -> Any:
@@ -325,6 +329,7 @@ class PlaylistDetailView(GenericAPIView):
 class PlaylistPlaysView(GenericAPIView):
     """POST a play of one track of the caller's playlist."""
 
+    permission_classes = [IsAuthenticated, AccountNotDeleted]
     serializer_class = PlayRequestSerializer
 
     @extend_schema(

@@ -326,3 +326,50 @@ def test_delete_is_logged_with_user_id(as_user, user, caplog):
 def test_patch_without_changes_says_what_is_missing(as_user, user):
     response = as_user(user).patch(ME, {"current_password": PASSWORD}, format="json")
     assert response.json()["errors"] == {"non_field_errors": [ERROR_NOTHING_TO_UPDATE]}
+
+
+# --------------------------------------------------------------------------- logout everywhere
+LOGOUT_ALL = "/api/auth/logout-all"
+
+
+def test_logout_all_revokes_every_refresh_token_of_the_caller_only(api, as_user, user):
+    mine = [login(api, user.username)["refresh"] for _ in range(3)]
+    other = UserFactory()
+    theirs = login(api, other.username)["refresh"]
+    response = as_user(user).post(LOGOUT_ALL)
+    assert response.status_code == 204
+    assert response.content == b""
+    for token in mine:
+        assert api.post(REFRESH, {"refresh": token}, format="json").status_code == 401
+    assert api.post(REFRESH, {"refresh": theirs}, format="json").status_code == 200
+    fresh = login(api, user.username)  # signing in again works
+    assert api.post(REFRESH, {"refresh": fresh["refresh"]}, format="json").status_code == 200
+
+
+def test_logout_all_needs_a_user_context(api, user):
+    login(api, user.username)
+    assert api.post(LOGOUT_ALL).status_code == 401
+
+
+def test_logout_all_twice_is_still_204(as_user, user):
+    client = as_user(user)
+    assert client.post(LOGOUT_ALL).status_code == 204
+    assert client.post(LOGOUT_ALL).status_code == 204
+
+
+def test_logout_all_of_a_deleted_user_is_401(as_user, user):
+    client = as_user(user)
+    User.objects.filter(pk=user.pk).delete()
+    assert client.post(LOGOUT_ALL).status_code == 401
+
+
+def test_tokens_carry_their_issue_time_in_ms(api, user):
+    import jwt
+
+    before = int(time.time() * 1000)
+    pair = login(api, user.username)
+    after = int(time.time() * 1000)
+    for token in (pair["token"], pair["refresh"]):
+        claims = jwt.decode(token, options={"verify_signature": False})
+        assert before <= claims["iat_ms"] <= after
+        assert claims["iat"] == claims["iat_ms"] // 1000

@@ -21,6 +21,7 @@ def test_schema_generates_without_warnings_and_validates(tmp_path):
         "/api/auth/login",
         "/api/auth/refresh",
         "/api/auth/logout",
+        "/api/auth/logout-all",
         "/api/auth/me",
         "/api/auth/.well-known/jwks.json",
     }

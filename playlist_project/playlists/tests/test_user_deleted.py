@@ -16,7 +16,8 @@ from common.events import (
     make_envelope,
 )
 from playlists import services, tasks
-from playlists.documents import Playlist
+from playlists.documents import DeletedUser, OutboxEvent, Playlist
+from playlists.exceptions import ACCOUNT_DELETED
 from playlists.relay import make_publisher_app
 from playlists.tests.conftest import wait_for
 
@@ -104,3 +105,52 @@ def test_a_poison_message_lands_in_the_dead_letter_queue(amqp_url, queues, start
     [dead] = queues.take_until(1, queue=PLAYLIST_DLQ)
     assert dead["envelope"] == "not an envelope"
     assert queues.channel.queue_declare(PLAYLIST_QUEUE.name, passive=True).message_count == 0
+
+
+def test_a_deleted_account_writes_nothing_more(alice, bob, make_playlist):
+    """A request of a deleted account still on its way (it passed the gateway before the
+    deletion): every write is 401 account_deleted and leaves nothing behind; reads answer."""
+    kept = make_playlist(bob)
+    services.event_handle(
+        envelope=make_envelope(USER_DELETED, user_id=alice.user_id, data={"user_id": alice.user_id})
+    )
+    attempts = [
+        alice.post("/api/playlists", {"name": "after"}),
+        alice.put(f"/api/playlists/{kept['id']}", {"name": "x", "tracks": []}),
+        alice.patch(f"/api/playlists/{kept['id']}", {"name": "x"}),
+        alice.delete(f"/api/playlists/{kept['id']}"),
+        alice.post(f"/api/playlists/{kept['id']}/plays", {"track": 0}),
+    ]
+    for response in attempts:
+        assert response.status_code == 401, response.content
+        assert response.json() == {"detail": ACCOUNT_DELETED, "code": "account_deleted"}
+    assert count(alice.user_id) == 0
+    assert OutboxEvent._get_collection().count_documents({"owner_id": alice.user_id}) == 0
+    listed = alice.get("/api/playlists")
+    assert listed.status_code == 200 and listed.json()["count"] == 0
+    assert bob.post("/api/playlists", {"name": "still mine"}).status_code == 201
+
+
+def test_a_create_racing_with_the_deletion_is_taken_back(alice, monkeypatch):
+    """The create passed the permission check, then the deletion ran before its insert: the
+    create finds the tombstone after inserting, removes its playlist and answers 401."""
+    from playlists import accounts
+
+    real_check = accounts.account_check
+
+    def deletion_in_between(*, user_id: str) -> None:
+        real_check(user_id=user_id)
+        services.playlists_delete_for_user(user_id=user_id)
+
+    monkeypatch.setattr(accounts, "account_check", deletion_in_between)
+    response = alice.post("/api/playlists", {"name": "racing"})
+    assert response.status_code == 401
+    assert response.json()["code"] == "account_deleted"
+    assert count(alice.user_id) == 0
+
+
+def test_the_tombstone_is_written_once(alice):
+    services.playlists_delete_for_user(user_id=alice.user_id)
+    first = DeletedUser._get_collection().find_one({"_id": alice.user_id})
+    services.playlists_delete_for_user(user_id=alice.user_id)  # a redelivered UserDeleted
+    assert DeletedUser._get_collection().find_one({"_id": alice.user_id}) == first
