@@ -1,5 +1,11 @@
 """The launcher's own logic (devtools/): the process table, the env file, the test summary."""
 
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
 from devtools import servers
 from devtools.env import read_env_file
 from devtools.localservers import local_servers
@@ -31,7 +37,18 @@ def test_one_process_table_in_every_mode():
     assert playlist.argv[playlist.argv.index("--workers") + 1] == "2"
 
 
-def test_local_servers_fill_in_what_no_variable_names(tmp_path):
+@pytest.fixture
+def server_state():
+    """A state folder outside pytest's own: as root, PostgreSQL runs as another user, which needs
+    every parent traversable, and every pytest session starting meanwhile (another suite, a
+    second run) makes /tmp/pytest-of-root private again, under a running initdb."""
+    folder = Path(tempfile.mkdtemp(prefix="ms-launcher-"))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_local_servers_fill_in_what_no_variable_names(server_state):
+    tmp_path = server_state
     found, exports = local_servers(
         tmp_path, {"REDIS_URL": "redis://r:6379/0"}, durable=False, free_ports=True
     )
