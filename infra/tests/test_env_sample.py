@@ -1,7 +1,9 @@
-"""infra/.env-sample against the code: every variable read is documented, nothing stale.
+"""infra/.env-sample and docs/configuration.md against the code: every variable read is
+documented, nothing stale.
 
 The set of variables comes from reading the services' code (envscan.py), so these tests stay
-true as services add settings: a new env_int("X", ...) without a line in .env-sample fails here.
+true as services add settings: a new env_int("X", ...) without a line in .env-sample, or without
+a row in the table of docs/configuration.md, fails here.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from conftest import INFRA, REPO, env_sample_entries
 
 import manage_all
 
+CONFIGURATION = REPO / "docs" / "configuration.md"
+_PLACEHOLDER = re.compile(r"<[A-Z]+>")
 _INTERPOLATION = re.compile(r"(?<!\$)\$\{([A-Z][A-Z0-9_]*)(?:(:?[-?])([^}]*))?\}")
 
 
@@ -36,6 +40,30 @@ def launcher_reads() -> list[re.Pattern[str]]:
     return found
 
 
+def configuration_table(text: str) -> dict[str, re.Pattern[str]]:
+    """Variables of the table in docs/configuration.md: every `NAME` in a row's first cell.
+
+    A `<NAME>` in a variable stands for any upper-case part (`UPSTREAM_<NAME>_READ_TIMEOUT`).
+    """
+    table: dict[str, re.Pattern[str]] = {}
+    for line in text.splitlines():
+        cells = line.split("|")
+        if not line.startswith("|") or len(cells) < 3:
+            continue
+        for name in re.findall(r"`([^`]+)`", cells[1]):
+            if re.fullmatch(r"[A-Z][A-Z0-9_]*(?:<[A-Z]+>[A-Z0-9_]*)*", name):
+                parts = _PLACEHOLDER.split(name)
+                table[name] = re.compile("[A-Z0-9_]+".join(re.escape(p) for p in parts))
+    return table
+
+
+def in_table(read: envscan.EnvRead, table: dict[str, re.Pattern[str]]) -> bool:
+    return any(
+        read.matches(name) or pattern.fullmatch(read.name.replace("*", "X"))
+        for name, pattern in table.items()
+    )
+
+
 def same_value(a: str, b: str) -> bool:
     if a.strip().lower() == b.strip().lower():
         return True
@@ -55,6 +83,43 @@ def test_every_variable_a_service_reads_is_in_env_sample():
                     f"{read.name} ({read.path.relative_to(REPO)}:{read.line}, {service})"
                 )
     assert not missing, "add to infra/.env-sample: " + ", ".join(sorted(set(missing)))
+
+
+def test_every_variable_a_service_reads_is_in_the_configuration_table():
+    table = configuration_table(CONFIGURATION.read_text())
+    missing = sorted(
+        {
+            f"{read.name} ({read.path.relative_to(REPO)}:{read.line})"
+            for reads in envscan.reads_by_service().values()
+            for read in reads
+            if not in_table(read, table)
+        }
+    )
+    assert not missing, "add a row to the table of docs/configuration.md: " + ", ".join(missing)
+
+
+def test_the_configuration_table_lists_env_sample_exactly():
+    table = configuration_table(CONFIGURATION.read_text())
+    sample = env_sample_entries()
+    missing = [n for n in sample if not any(p.fullmatch(n) for p in table.values())]
+    stale = [n for n, p in table.items() if not any(p.fullmatch(s) for s in sample)]
+    assert not missing, f"in .env-sample, not in docs/configuration.md: {missing}"
+    assert not stale, f"in docs/configuration.md, not in .env-sample: {stale}"
+
+
+def test_configuration_table_parser():
+    text = (
+        "| variable | default |\n|---|---|\n"
+        "| `A_B` / `C` | `D_E` |\n"
+        "| `UPSTREAM_<NAME>_READ_TIMEOUT` | x |\n"
+        "not a row `F`\n"
+    )
+    table = configuration_table(text)
+    assert sorted(table) == ["A_B", "C", "UPSTREAM_<NAME>_READ_TIMEOUT"]
+    assert table["UPSTREAM_<NAME>_READ_TIMEOUT"].fullmatch("UPSTREAM_PLAYLIST_READ_TIMEOUT")
+    family = envscan.EnvRead("UPSTREAM_*_READ_TIMEOUT", CONFIGURATION, 1, None)
+    assert in_table(family, table)
+    assert not in_table(envscan.EnvRead("NOT_LISTED", CONFIGURATION, 1, None), table)
 
 
 def test_every_variable_in_env_sample_is_used(compose_text):
