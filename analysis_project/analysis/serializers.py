@@ -6,6 +6,9 @@ from rest_framework import serializers
 
 from analysis.selectors import MAX_GENRES
 
+# Re-exported for the views; defined once for every service.
+from common.serializers import ErrorSerializer, ValidationErrorSerializer  # noqa: F401
+
 DEFAULT_GENRES_LIMIT = 10
 BLANK_PARAMETER = "This parameter may not be blank."
 
@@ -46,18 +49,3 @@ class GenresQuerySerializer(serializers.Serializer):
         if blank:
             raise serializers.ValidationError({name: [BLANK_PARAMETER] for name in blank})
         return attrs
-
-
-class ErrorSerializer(serializers.Serializer):
-    """Every error answer (common.errors)."""
-
-    detail = serializers.CharField()
-    code = serializers.CharField()
-
-
-class ValidationErrorSerializer(ErrorSerializer):
-    """A 400: ``errors`` names the fields (absent when the input could not be parsed at all)."""
-
-    errors = serializers.DictField(  # type: ignore[assignment]
-        child=serializers.ListField(child=serializers.CharField()), required=False
-    )

@@ -9,6 +9,9 @@ from rest_framework import serializers
 
 from accounts.exceptions import ERROR_NOT_A_STRING
 
+# Re-exported for the views; defined once for every service.
+from common.serializers import ErrorSerializer, ValidationErrorSerializer  # noqa: F401
+
 USERNAME_MAX_LENGTH = 150
 PASSWORD_MAX_LENGTH = 1024
 
@@ -102,16 +105,3 @@ class JWKSerializer(serializers.Serializer):
 
 class JWKSSerializer(serializers.Serializer):
     keys = JWKSerializer(many=True)
-
-
-class ErrorSerializer(serializers.Serializer):
-    detail = serializers.CharField()
-    code = serializers.CharField()
-
-
-class ValidationErrorSerializer(ErrorSerializer):
-    # A declared field (the metaclass pops it), not Serializer.errors.
-    # Absent when the body could not be parsed at all (code "parse_error").
-    errors = serializers.DictField(  # type: ignore[assignment]
-        child=serializers.ListField(child=serializers.CharField()), required=False
-    )

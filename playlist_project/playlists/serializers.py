@@ -6,9 +6,10 @@ from typing import Any
 
 from django.conf import settings
 from drf_spectacular.extensions import OpenApiSerializerFieldExtension
-from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+# Re-exported for the views; defined once for every service.
+from common.serializers import ErrorSerializer, ValidationErrorSerializer  # noqa: F401
 from playlists.documents import DESCRIPTION_MAX, NAME_MAX, TEXT_MAX, TITLE_MAX
 
 DURATION_MAX_MS = 2**31 - 1
@@ -130,25 +131,3 @@ class PlayAcceptedSerializer(serializers.Serializer):
     playlist_id = serializers.CharField()
     track = serializers.IntegerField()
     event_id = serializers.UUIDField()
-
-
-class ErrorSerializer(serializers.Serializer):
-    detail = serializers.CharField()
-    code = serializers.CharField()
-
-
-@extend_schema_field(
-    {
-        "anyOf": [
-            {"type": "array", "items": {"anyOf": [{"type": "string"}, {"type": "object"}]}},
-            {"type": "object", "description": "Errors of a nested field, keyed by index/name."},
-        ]
-    }
-)
-class FieldErrorsField(serializers.JSONField):
-    """The messages of one field: a list, or nested like ``{"0": {"artist": [...]}}``."""
-
-
-class ValidationErrorSerializer(ErrorSerializer):
-    # Absent when the body could not be parsed at all (code "parse_error").
-    errors = serializers.DictField(child=FieldErrorsField(), required=False)
