@@ -2,9 +2,9 @@
 
 from django.urls import path
 
-from analysis.apis import GenrePlaysApi, UserSummaryApi
+from analysis.views import GenrePlaysView, UserSummaryView
 
 urlpatterns = [
-    path("", UserSummaryApi.as_view(), name="analysis-summary"),
-    path("/genres", GenrePlaysApi.as_view(), name="analysis-genres"),
+    path("", UserSummaryView.as_view(), name="analysis-summary"),
+    path("/genres", GenrePlaysView.as_view(), name="analysis-genres"),
 ]

@@ -37,7 +37,7 @@ _SUMMARY_OUT = UserSummarySerializer()
 _GENRES_OUT = GenreCountSerializer(many=True)
 
 
-class UserSummaryApi(APIView):
+class UserSummaryView(APIView):
     """GET /api/analysis: the caller's counters."""
 
     @extend_schema(
@@ -51,7 +51,7 @@ class UserSummaryApi(APIView):
         return Response(_SUMMARY_OUT.to_representation(summary))
 
 
-class GenrePlaysApi(APIView):
+class GenrePlaysView(APIView):
     """GET /api/analysis/genres: genres by plays, the caller's or everyone's."""
 
     @extend_schema(
