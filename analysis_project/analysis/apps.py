@@ -10,4 +10,4 @@ class AnalysisConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from analysis import schema  # noqa: F401  (registers the OpenAPI auth extension)
+        from common import schema  # noqa: F401 - registers the drf-spectacular extension

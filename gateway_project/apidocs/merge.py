@@ -21,8 +21,6 @@ ERROR_COMPONENT = "Error"
 ERROR_REF = f"#/components/schemas/{ERROR_COMPONENT}"
 HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 TITLE = "Music streaming platform API"
-# The upstreams' own ways of receiving the caller: replaced by the bearer token at the gateway.
-DROPPED_SECURITY_SCHEMES = {"signedUserContext", "SignedUserContext"}
 UNAVAILABLE_NOTE = (
     "Unavailable while this schema was built (its operations are missing; "
     "the schema is rebuilt within seconds once it answers): {names}."
@@ -278,11 +276,9 @@ def schema_merge(
     own_renames = components_merge(
         merged=components, incoming=own.get("components", {}), prefix="Gateway"
     )
-    security_schemes = {
-        name: scheme
-        for name, scheme in own.get("components", {}).get("securitySchemes", {}).items()
-        if name not in DROPPED_SECURITY_SCHEMES
-    }
+    # The upstreams' own scheme (common.schema, the signed user context) is not merged (see
+    # components_merge): clients see the bearer token the gateway checks instead.
+    security_schemes = dict(own.get("components", {}).get("securitySchemes", {}))
     security_schemes[BEARER_SCHEME] = copy.deepcopy(BEARER_SECURITY_SCHEME)
     paths: dict[str, Any] = {}
     operation_ids: set[str] = set()
