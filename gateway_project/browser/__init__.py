@@ -42,7 +42,7 @@ Design (and why):
   keep getting the JSON 401.
 
 * **Logout** (``POST /api/browser/logout``, CSRF-checked): puts the access token's ``jti`` on the
-  gateway's revocation list first (``proxy.tokens.token_revoke``, same as API logout), then
+  gateway's revocation list first (``proxy.revocation.token_revoke``, same as API logout), then
   revokes the refresh token at the auth service (``/api/auth/logout``, as the API logout does),
   clears the cookies and rotates the CSRF token. The cookies are cleared even when auth is down;
   when the revocation cannot be stored (Redis), 503 with ``Retry-After``, auth is not called and

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from proxy.tokens import token_claims_get
+from proxy.jwt_check import token_claims_get
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
 

@@ -17,8 +17,9 @@ from django.middleware.csrf import get_token
 from django.utils.html import escape
 from django.utils.http import url_has_allowed_host_and_scheme
 from proxy.exceptions import RevocationUnavailable
+from proxy.jwt_check import token_claims_get
+from proxy.revocation import token_revoke
 from proxy.services import proxy_forward, request_headers_build
-from proxy.tokens import token_claims_get, token_revoke
 from rest_framework.exceptions import APIException
 
 logger = logging.getLogger(__name__)

@@ -120,7 +120,7 @@ JWKS_URL = env_str("JWKS_URL", f"{UPSTREAMS['auth']['url']}/api/auth/.well-known
 # auth's JWKS answers max-age=300: a key withdrawn there is refused here within 5 minutes.
 JWKS_CACHE_SECONDS = env_float("JWKS_CACHE_SECONDS", 300.0)
 JWKS_MIN_REFRESH_SECONDS = env_float("JWKS_MIN_REFRESH_SECONDS", 30.0)
-# Verified access tokens remembered per worker (0 disables); see proxy/tokens.py.
+# Verified access tokens remembered per worker (0 disables); see proxy/verified_tokens.py.
 TOKEN_CACHE_SIZE = env_int("TOKEN_CACHE_SIZE", 4096)
 
 GATEWAY_ANON_RATE = env_str("GATEWAY_ANON_RATE", "120/min")

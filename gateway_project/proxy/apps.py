@@ -12,6 +12,6 @@ class ProxyConfig(AppConfig):
     def ready(self) -> None:
         from django.conf import settings
 
-        from proxy import metrics, tokens, upstreams  # noqa: F401  (setting_changed receivers)
+        from proxy import jwks, metrics, upstreams, verified_tokens  # noqa: F401  (setting_changed receivers)
 
         metrics.init_known_labels(list(settings.UPSTREAMS))

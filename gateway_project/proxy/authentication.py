@@ -10,7 +10,7 @@ from rest_framework.request import Request
 from common.context import ContextUser
 from common.log_context import user_id_var
 from proxy.exceptions import InvalidToken
-from proxy.tokens import token_claims_get
+from proxy.jwt_check import token_claims_get
 
 KEYWORD = b"bearer"
 

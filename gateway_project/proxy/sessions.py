@@ -5,7 +5,7 @@ password change (``PATCH /api/auth/me`` with a new ``password``) and an account 
 (``DELETE /api/auth/me``) must reach every access token of the user, on every device, not only
 the one presented. Before the gateway forwards one of those requests it stores, in Redis, the
 time now (ms) as the user's mark: every token issued before it (``iat_ms``, see
-``proxy.tokens``) is refused from then on (401 ``token_revoked``), in every gateway worker and
+``proxy.jwt_check``) is refused from then on (401 ``token_revoked``), in every gateway worker and
 replica. Auth revokes the user's refresh tokens in the same request, so no new access token
 can be minted from an old session; a new login after the mark works.
 
@@ -31,7 +31,7 @@ from redis.commands.core import Script
 from common.parsers import json_depth_exceeds
 from proxy import throttling
 from proxy.exceptions import RevocationUnavailable
-from proxy.tokens import SESSIONS_KEY
+from proxy.revocation import SESSIONS_KEY
 
 logger = logging.getLogger(__name__)
 

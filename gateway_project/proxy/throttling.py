@@ -29,7 +29,7 @@ _WARN_EVERY = 10.0
 _last_warning = 0.0
 
 
-# The caller's throttle count, fetched in the revocation check's round trip (tokens.py):
+# The caller's throttle count, fetched in the revocation check's round trip (revocation.py):
 # (cache key of the window, count after this request's increment). Consumed once.
 _prefetched: ContextVar[tuple[str, int] | None] = ContextVar("gateway_throttle_count", default=None)
 

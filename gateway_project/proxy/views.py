@@ -30,9 +30,9 @@ from proxy.exceptions import (
     UpstreamUnavailable,
     UpstreamUnreachable,
 )
+from proxy.revocation import token_revoke, token_unrevoke
 from proxy.services import proxy_forward, request_body_read, request_headers_build, response_build
 from proxy.throttling import GatewayAnonThrottle, GatewayUserThrottle
-from proxy.tokens import token_revoke, token_unrevoke
 
 logger = logging.getLogger(__name__)
 

@@ -235,3 +235,27 @@ def test_a_stale_jwks_is_refetched_at_most_once_per_interval(fake, client, make_
     for i in range(10):
         assert_401(client.get("/api/playlists", **bearer(make_token(kid=f"random-{i}"))))
     assert fake.jwks_fetches == 2
+
+
+BROKEN_JWKS = [{"keys": []}, [], {"keys": [{"kty": "RSA"}]}]
+
+
+@override_settings(JWKS_CACHE_SECONDS=0.2, JWKS_MIN_REFRESH_SECONDS=0.3)
+@pytest.mark.parametrize("broken", BROKEN_JWKS)
+def test_a_stale_set_is_served_while_auth_answers_a_broken_jwks(fake, client, make_token, broken):
+    """Past its lifetime the set is refetched; a broken answer keeps the old keys, and the failed
+    attempt counts for JWKS_MIN_REFRESH_SECONDS (one fetch, not one per request)."""
+    assert client.get("/api/playlists", **bearer(make_token())).status_code == 200
+    fake.jwks = broken
+    time.sleep(0.35)
+    for _ in range(5):
+        assert client.get("/api/playlists", **bearer(make_token())).status_code == 200
+    assert fake.jwks_fetches == 2
+
+
+@pytest.mark.parametrize("broken", BROKEN_JWKS)
+def test_a_broken_jwks_without_cached_keys_is_503(fake, client, make_token, broken):
+    fake.jwks = broken
+    response = client.get("/api/playlists", **bearer(make_token()))
+    assert response.status_code == 503
+    assert response.json()["code"] == "auth_keys_unavailable"

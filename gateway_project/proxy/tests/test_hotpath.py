@@ -91,12 +91,12 @@ def test_bench_endpoint_is_off_by_default(fake, auth_headers):
 
 
 def test_revocation_read_also_counts_the_caller_once():
-    from proxy import throttling, tokens
+    from proxy import revocation, throttling
 
     user = f"u{uuid.uuid4().hex[:8]}"
     jti = uuid.uuid4().hex
     with override_settings(GATEWAY_USER_RATE="100/min"):
-        assert tokens.token_is_revoked(jti=jti, user_id=user) is False
+        assert revocation.token_is_revoked(jti=jti, user_id=user) is False
         key, ttl = throttling.user_window(user_id=user)  # type: ignore[misc]
         assert cache.get(key) == 1 and 0 < cache.ttl(key) <= ttl  # type: ignore[attr-defined]
         # The user throttle takes the count of this request instead of counting again ...
@@ -104,31 +104,31 @@ def test_revocation_read_also_counts_the_caller_once():
         assert cache.get(key) == 1
         # ... once: the next request without a prefetched count increments as before.
         assert GatewayUserThrottle()._hit(key) == 2
-        tokens.token_revoke(jti=jti, exp=9_999_999_999)
-        assert tokens.token_is_revoked(jti=jti, user_id=user) is True
+        revocation.token_revoke(jti=jti, exp=9_999_999_999)
+        assert revocation.token_is_revoked(jti=jti, user_id=user) is True
 
 
 def test_revocation_script_is_loaded_again_when_redis_forgot_it():
     """After a Redis restart or SCRIPT FLUSH, EVALSHA fails with NOSCRIPT: redis-py loads the
     script and the check still answers (simulated with a digest Redis never saw, so the shared
     server's scripts are left alone)."""
-    from proxy import throttling, tokens
+    from proxy import revocation, throttling
 
     user = f"u{uuid.uuid4().hex[:8]}"
-    known = tokens._REVOKED_AND_COUNT.sha
-    tokens._REVOKED_AND_COUNT.sha = "0" * 40
+    known = revocation._REVOKED_AND_COUNT.sha
+    revocation._REVOKED_AND_COUNT.sha = "0" * 40
     try:
         with override_settings(GATEWAY_USER_RATE="100/min"):
-            assert tokens.token_is_revoked(jti=uuid.uuid4().hex, user_id=user) is False
+            assert revocation.token_is_revoked(jti=uuid.uuid4().hex, user_id=user) is False
             key, _ = throttling.user_window(user_id=user)  # type: ignore[misc]
             assert cache.get(key) == 1
-        assert tokens._REVOKED_AND_COUNT.sha == known
+        assert revocation._REVOKED_AND_COUNT.sha == known
     finally:
-        tokens._REVOKED_AND_COUNT.sha = known
+        revocation._REVOKED_AND_COUNT.sha = known
 
 
 def test_revocation_read_fails_closed_when_redis_is_down():
-    from proxy import tokens
+    from proxy import revocation
     from proxy.exceptions import RevocationUnavailable
 
     caches = {
@@ -139,4 +139,4 @@ def test_revocation_read_fails_closed_when_redis_is_down():
         }
     }
     with override_settings(CACHES=caches), pytest.raises(RevocationUnavailable):
-        tokens.token_is_revoked(jti="x", user_id="1")
+        revocation.token_is_revoked(jti="x", user_id="1")

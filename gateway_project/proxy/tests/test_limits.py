@@ -8,8 +8,8 @@ from django.test import override_settings
 from prometheus_client import REGISTRY
 
 from proxy.exceptions import REVOCATION_UNAVAILABLE
+from proxy.revocation import REVOKED_KEY
 from proxy.tests.fake_upstream import Answer
-from proxy.tokens import REVOKED_KEY
 
 DEAD_CACHE = {
     "default": {

@@ -13,9 +13,9 @@ from django.conf import settings
 from django.test import override_settings
 
 from proxy.exceptions import REVOCATION_UNAVAILABLE, TOKEN_REVOKED
+from proxy.revocation import REVOKED_KEY
 from proxy.tests.conftest import free_port
 from proxy.tests.fake_upstream import Answer
-from proxy.tokens import REVOKED_KEY
 
 ROUTES = [("post", "/api/auth/logout"), ("delete", "/api/auth/me")]
 
@@ -88,7 +88,7 @@ def test_the_revocation_is_stored_before_auth_answers(fake, client, make_token, 
     token = make_token()
     from django.core.cache import cache
 
-    from proxy.tokens import token_claims_get
+    from proxy.jwt_check import token_claims_get
 
     jti = token_claims_get(token=token)["jti"]
     seen: list[bool] = []

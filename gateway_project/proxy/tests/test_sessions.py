@@ -17,10 +17,10 @@ from django.test import override_settings
 
 from proxy import sessions
 from proxy.exceptions import REVOCATION_UNAVAILABLE, TOKEN_REVOKED
+from proxy.revocation import SESSIONS_KEY
 from proxy.tests.conftest import free_port
 from proxy.tests.fake_upstream import Answer
 from proxy.tests.test_logout_revocation import redis_caches
-from proxy.tokens import SESSIONS_KEY
 
 LOGOUT_ALL = "/api/auth/logout-all"
 ME = "/api/auth/me"
