@@ -71,11 +71,9 @@ def _caller_id(request: Request) -> str:
     return str(request.user.pk)
 
 
-class AuthAPIView(APIView):
-    """Base view of the auth API (oversized bodies are refused by common's middleware: 413)."""
+class PublicAPIView(APIView):
+    """Base of the endpoints open to anyone (register, login, refresh, JWKS)."""
 
-
-class PublicAPIView(AuthAPIView):
     # No user context on public endpoints: a stale or odd X-User must not break login.
     authentication_classes: list[type] = []
     permission_classes = [AllowAny]
@@ -157,7 +155,7 @@ class RefreshView(PublicAPIView):
         return Response(RefreshOutputSerializer(pair).data)
 
 
-class LogoutView(AuthAPIView):
+class LogoutView(APIView):
     """POST /api/auth/logout: revoke the caller's refresh token."""
 
     permission_classes = [IsAuthenticated]
@@ -182,7 +180,7 @@ class LogoutView(AuthAPIView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-class LogoutAllView(AuthAPIView):
+class LogoutAllView(APIView):
     """POST /api/auth/logout-all: end every session of the caller, on every device."""
 
     permission_classes = [IsAuthenticated]
@@ -200,7 +198,7 @@ class LogoutAllView(AuthAPIView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-class MeView(AuthAPIView):
+class MeView(APIView):
     """GET/PATCH/DELETE /api/auth/me: the caller's own account."""
 
     permission_classes = [IsAuthenticated]
