@@ -19,6 +19,11 @@ INSTALLED_APPS += ["corsheaders", "proxy"]  # type: ignore[name-defined]  # noqa
 INSTALLED_APPS += ["apidocs"]  # type: ignore[name-defined]
 # Browser sign-in for the browsable API (cookie + CSRF, HTML only): see browser/__init__.py.
 INSTALLED_APPS += ["browser"]  # type: ignore[name-defined]
+# Benchmark-only endpoints (GET /bench/floor): bench/gateway.py sets it for its runs, never on
+# by default.
+GATEWAY_BENCH_ENDPOINTS = env_bool("GATEWAY_BENCH_ENDPOINTS", False)
+if GATEWAY_BENCH_ENDPOINTS:
+    INSTALLED_APPS += ["gateway_bench"]  # type: ignore[name-defined]
 MIDDLEWARE.append("django.middleware.csrf.CsrfViewMiddleware")  # type: ignore[name-defined]  # noqa: F821
 # true when browsers reach the gateway over HTTPS (cookies get Secure; automatic on is_secure())
 BROWSER_COOKIE_SECURE = env_bool("BROWSER_COOKIE_SECURE", False)

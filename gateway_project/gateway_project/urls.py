@@ -2,6 +2,7 @@
 step), then operations, API docs and browser sign-in (no path of theirs starts with a proxied
 prefix: /api/auth, /api/playlists, /api/analysis)."""
 
+from django.conf import settings
 from django.urls import include, path
 
 urlpatterns = [
@@ -12,6 +13,9 @@ urlpatterns = [
     # Browser sign-in/out for the browsable API (/api/browser/...).
     path("api/browser/", include("browser.urls")),
 ]
+
+if settings.GATEWAY_BENCH_ENDPOINTS:  # bench/gateway.py only (the gateway_bench app)
+    urlpatterns.append(path("bench/", include("gateway_bench.urls")))
 
 handler400 = "common.errors.json_400"
 handler403 = "common.errors.json_403"

@@ -1,8 +1,7 @@
 """Routes proxied to the upstream services (paths are forwarded unchanged)."""
 
-from django.urls import path, re_path
+from django.urls import re_path
 
-from proxy import bench
 from proxy.views import ProxyView
 
 urlpatterns = [
@@ -14,6 +13,3 @@ urlpatterns = [
         r"^api/analysis(?:/.*)?$", ProxyView.as_view(upstream="analysis"), name="proxy-analysis"
     ),
 ]
-
-if bench.enabled():  # bench/gateway.py only; off unless GATEWAY_BENCH_ENDPOINTS=true
-    urlpatterns.append(path("bench/floor", bench.FloorView.as_view(), name="bench-floor"))

@@ -3,14 +3,17 @@ throttle counter and the benchmark-only floor endpoint (off by default)."""
 
 from __future__ import annotations
 
+import importlib
 import uuid
 
 import pytest
 import redis
+from django.conf import settings
 from django.core.cache import cache
 from django.test import Client, override_settings
+from django.urls import clear_url_caches
 
-from proxy import bench, upstreams
+from proxy import upstreams
 from proxy.breaker import BreakerOpenError, UpstreamBreaker, UpstreamServerError
 from proxy.tests.fake_upstream import Answer
 from proxy.throttling import GatewayUserThrottle
@@ -84,10 +87,27 @@ def test_pipelined_counter_counts_and_expires_with_its_window():
 
 
 def test_bench_endpoint_is_off_by_default(fake, auth_headers):
-    assert bench.enabled() is False
+    assert settings.GATEWAY_BENCH_ENDPOINTS is False
+    assert "gateway_bench" not in settings.INSTALLED_APPS
     assert Client().get("/bench/floor", **auth_headers).status_code == 404
-    with override_settings(GATEWAY_BENCH_ENDPOINTS=True):
-        assert bench.enabled() is True
+
+
+def test_bench_endpoint_is_routed_when_enabled(fake, auth_headers):
+    """GATEWAY_BENCH_ENDPOINTS=true: /bench/floor answers, behind the gateway's JWT check."""
+    import gateway_project.urls as root
+
+    try:
+        with override_settings(GATEWAY_BENCH_ENDPOINTS=True):
+            importlib.reload(root)
+            clear_url_caches()
+            response = Client().get("/bench/floor", **auth_headers)
+            assert response.status_code == 200
+            assert response.json() == {"ok": True, "items": []}
+            assert Client().get("/bench/floor").status_code == 401
+    finally:
+        importlib.reload(root)
+        clear_url_caches()
+    assert Client().get("/bench/floor", **auth_headers).status_code == 404
 
 
 def test_revocation_read_also_counts_the_caller_once():

@@ -2,31 +2,19 @@
 
 ``GET /bench/floor`` is a trivial DRF view behind the same JWT authentication as the proxy
 (signature, claims, revocation list) but without an upstream: what Django, DRF and the token
-check cost on their own. Routed only when ``GATEWAY_BENCH_ENDPOINTS`` is true; never on by
-default.
+check cost on their own.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from django.conf import settings
+from proxy.authentication import GatewayJWTAuthentication
 from rest_framework import permissions
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
-
-from common.settings import env_bool
-from proxy.authentication import GatewayJWTAuthentication
-
-
-def enabled() -> bool:
-    """``settings.GATEWAY_BENCH_ENDPOINTS``, else the environment variable of that name."""
-    value = getattr(settings, "GATEWAY_BENCH_ENDPOINTS", None)
-    if value is None:
-        return env_bool("GATEWAY_BENCH_ENDPOINTS", False)
-    return bool(value)
 
 
 class FloorView(APIView):
