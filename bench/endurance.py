@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Gateway endurance (issue 7, item 2): 100,000 proxied requests in a row against one gateway.
+"""Gateway endurance: 100,000 proxied requests in a row against one gateway.
 
     .venv/bin/python bench/endurance.py                        # 100,000 requests, 10 connections
     .venv/bin/python bench/endurance.py --requests 20000       # quick look

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Gateway benchmark (issue 7, item 1): three cases, interleaved, at 1, 10 and 50 connections.
+"""Gateway benchmark: three cases, interleaved, at 1, 10 and 50 connections.
 
     .venv/bin/python bench/gateway.py                       # 15 s per run after a 5 s warm-up
     .venv/bin/python bench/gateway.py --seconds 5 --warmup 2 --connections 10   # quick look

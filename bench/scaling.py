@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Horizontal scale benchmark (issue 15): analysis worker processes and gateway replicas.
+"""Horizontal scale benchmark: analysis worker processes and gateway replicas.
 
 Two parts, each bounded in time and count, loopback only; figures as JSON lines and a table.
 

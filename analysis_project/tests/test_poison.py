@@ -1,4 +1,4 @@
-"""Poison messages (issue 13): a message that kills its worker process or hits the hard time
+"""Poison messages: a message that kills its worker process or hits the hard time
 limit every time is dead-lettered after the queue's delivery limit, counted once as
 dead-lettered, and every other event published around it is counted exactly once.
 

@@ -228,7 +228,7 @@ def test_redis_failing_after_the_commit_neither_retries_nor_dead_letters(
 ):
     """Redis down when the worker invalidates the cache after its commit: the event was counted,
     so it is acknowledged (no retry, nothing in the dead-letter queue), counted once, and the
-    failed invalidation is logged and counted (issue 13, scenario 4)."""
+    failed invalidation is logged and counted."""
     worker = start_worker(
         "no-redis",
         REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",  # nothing listens there
@@ -327,7 +327,7 @@ def test_worker_on_the_redis_broker_counts_and_keeps_rejected_messages(launch_wo
 def test_database_unreachable_retries_past_the_limit_and_dead_letters_nothing(
     start_worker, publisher, queues
 ):
-    """A database that cannot be reached is waited for (issue 13, scenario 5): the event
+    """A database that cannot be reached is waited for: the event
     retries beyond ANALYSIS_TASK_MAX_RETRIES and never reaches the dead-letter queue (the
     e2e faults suite counts it once the database is back)."""
     broken = start_worker(

@@ -45,7 +45,7 @@ AGREED = {
         "analysis_cache_requests_total",
     },
 }
-# What issue 5 asks the dashboard to show: a title fragment -> a fragment of its queries.
+# What the dashboard must show: a title fragment -> a fragment of its queries.
 REQUIRED_PANELS = {
     "Request rate": "django_http_requests_total_by_view_transport_method_total",
     "Latency p50 / p95 / p99": "django_http_requests_latency_seconds_by_view_method_bucket",

@@ -27,7 +27,7 @@ METRICS_PORTS = {
     "flower": 5555,
     "rabbitmq": 15692,
 }
-# The alerts issue 5 asks for: name -> (its `for`, fragments its expression must hold).
+# The alerts that must exist: name -> (its `for`, fragments its expression must hold).
 REQUIRED_ALERTS = {
     "ServiceDown": ("1m", ["up == 0"]),
     "CircuitBreakerOpen": ("1m", ["gateway_breaker_state", ">= 2"]),

@@ -1,12 +1,12 @@
 """Attacks through the gateway on the real auth service (gunicorn, its own PostgreSQL database).
 
-Issue 12, item 1: a deeply nested login body must not open the auth breaker for everyone. Before
+A deeply nested login body must not open the auth breaker for everyone. Before
 the fix, DRF's JSONParser raised RecursionError on ``{"username": [[[[...]]]]}`` (5,000
 levels, ~10 KB): auth answered 500, the gateway counted it, and a few such requests made login,
 register and refresh answer 503 to every user. Now: 400 from auth's parser, no breaker failure,
 and login keeps working.
 
-Issue 12, item 6: behind a load balancer (``GATEWAY_NUM_PROXIES=1``) auth's per-address login
+Behind a load balancer (``GATEWAY_NUM_PROXIES=1``) auth's per-address login
 limits stay per client, and a client's spoofed X-Forwarded-For does not change its address.
 """
 

@@ -1,4 +1,4 @@
-"""The client address the gateway resolves and forwards (issue 12, item 6, the gateway's half).
+"""The client address the gateway resolves and forwards (the gateway's half).
 
 The services (auth's per-IP login limits) take the last X-Forwarded-For entry as the client: the
 gateway sends exactly one entry, the address it resolved itself. With ``GATEWAY_NUM_PROXIES`` = 0

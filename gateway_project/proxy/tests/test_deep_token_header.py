@@ -1,4 +1,4 @@
-"""A bearer token whose JOSE header is deeply nested JSON: 401, never a 500 (issue 12, item 1)."""
+"""A bearer token whose JOSE header is deeply nested JSON: 401, never a 500."""
 
 from __future__ import annotations
 

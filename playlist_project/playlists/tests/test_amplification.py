@@ -1,4 +1,4 @@
-"""Memory amplification (issue 12, item 2): a list page stays under its byte budget, the cache
+"""Memory amplification: a list page stays under its byte budget, the cache
 key holds only what changes the answer, and big answers are never cached."""
 
 from __future__ import annotations

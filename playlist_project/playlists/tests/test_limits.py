@@ -1,4 +1,4 @@
-"""Limits per user and per field: a clear 4xx, and nothing written on refusal (issue 12, item 2)."""
+"""Limits per user and per field: a clear 4xx, and nothing written on refusal."""
 
 from __future__ import annotations
 
