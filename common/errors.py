@@ -27,12 +27,6 @@ class PayloadTooLarge(exceptions.APIException):
     default_code = "payload_too_large"
 
 
-class ServiceUnavailable(exceptions.APIException):
-    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-    default_detail = "Service temporarily unavailable, try again later."
-    default_code = "service_unavailable"
-
-
 def _first_code(codes: Any) -> str:
     """The first error code found in DRF's nested ``get_codes()`` structure."""
     if isinstance(codes, str):
