@@ -16,19 +16,31 @@ when a publish in the middle failed. A crash inside a pass therefore republishes
 pass's confirmed events (``batch_size``), never drops one.
 
 The request path never waits on the broker: it calls :meth:`Relay.submit` (or :meth:`wake`),
-which hands the event to a background thread of the same process and returns at once.
+which hands the event to a background thread of the same process and returns at once
+(:class:`ProcessRelay`: one such thread per process, auth's web processes).
+
+Every service runs the same relay process, ``manage.py outbox_relay`` (:class:`RelayCommand`):
+
+- without options it publishes until SIGTERM/SIGINT, then exits with status 0 (as ``up``,
+  Compose and Kubernetes run it);
+- ``--once`` publishes everything pending now, at any age, batch after batch, and exits: status 0
+  if the outbox was drained, 1 if a publish or the store failed (what is left stays for the next
+  run; nothing is lost either way).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import random
+import signal
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
 from celery import Celery
+from django.core.management.base import BaseCommand, CommandParser
 
 from common.celery_utils import publish_envelope
 from common.log_context import bound
@@ -202,3 +214,157 @@ class Relay:
         )
         self._thread.start()
         return self._thread
+
+
+def _close_db_connections() -> None:
+    """Close this thread's Django database connections (a relay thread or process ends)."""
+    from django.db import connections
+
+    connections.close_all()
+
+
+class ProcessRelay:
+    """One relay thread per process (recreated after a fork), started on first use.
+
+    ``build`` makes the process's relay; :meth:`submit` is what the request path calls after
+    commit.
+    """
+
+    def __init__(self, build: Callable[[], Relay]) -> None:
+        self.build = build
+        self._lock = threading.Lock()
+        self._relay: Relay | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+
+    def install(self, relay: Relay | None) -> None:
+        """Use ``relay`` from now on (tests; None: build the default on next use)."""
+        self.shutdown()
+        with self._lock:
+            self._relay = relay
+            self._pid = os.getpid() if relay is not None else 0
+
+    def get(self) -> Relay:
+        with self._lock:
+            if self._relay is None or self._pid != os.getpid():
+                self._relay = self.build()
+                self._pid = os.getpid()
+                self._thread = None
+            if self._thread is None or not self._thread.is_alive():
+                self._stop = threading.Event()
+                self._thread = threading.Thread(
+                    target=self._run,
+                    args=(self._relay, self._stop),
+                    name="outbox-relay",
+                    daemon=True,
+                )
+                self._thread.start()
+            return self._relay
+
+    @staticmethod
+    def _run(relay: Relay, stop: threading.Event) -> None:
+        try:
+            relay.run_forever(stop)
+        finally:
+            _close_db_connections()  # this thread's connections only
+
+    def submit(self, envelope: dict[str, Any]) -> None:
+        """Publish soon from the relay thread; never raises (the outbox row is the guarantee)."""
+        try:
+            self.get().submit(envelope)
+        except Exception:
+            logger.exception(
+                "could not hand the event to the relay thread; the relay process will publish it",
+                extra={"event_id": envelope.get("event_id")},
+            )
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        """Stop the thread (it finishes the publish in progress) and wait for it."""
+        with self._lock:
+            thread, relay = self._thread, self._relay
+            self._stop.set()
+            self._thread = None
+        if relay is not None:
+            relay.wake()
+        if thread is not None:
+            thread.join(timeout)
+
+
+def publish_pending(relay: Relay) -> tuple[int, str]:
+    """``outbox_relay --once``: passes until nothing is left or one fails.
+
+    Returns (events published, "drained" | "failed"); a store that raises counts as failed.
+    """
+    total = 0
+    while True:
+        try:
+            published, state = relay.run_once()
+        except Exception:  # the store itself failed (database down)
+            logger.exception("outbox relay pass failed")
+            return total, "failed"
+        total += published
+        if state != "more":
+            return total, state
+
+
+class RelayCommand(BaseCommand):
+    """The whole of a service's ``manage.py outbox_relay`` (see this module's docstring).
+
+    A service subclasses it as ``Command``, sets ``help`` and implements :meth:`build_relay`
+    (and :meth:`metrics_port` if the process serves its own /metrics).
+    """
+
+    def build_relay(self, *, grace_seconds: float | None = None) -> Relay:
+        """This service's relay; ``grace_seconds`` overrides its setting."""
+        raise NotImplementedError
+
+    def metrics_port(self) -> int | None:
+        """Port of the process's own /metrics (None: not served)."""
+        return None
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--once",
+            action="store_true",
+            help="Publish everything pending now (no grace period), then exit: status 0 if "
+            "the outbox was drained, 1 if a publish or the store failed.",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        try:
+            if options["once"]:
+                self._once()
+            else:
+                self._until_stopped()
+        finally:
+            _close_db_connections()
+
+    def _once(self) -> None:
+        published, state = publish_pending(self.build_relay(grace_seconds=0))
+        self.stdout.write(f"published {published} event(s); {state}")
+        if state != "drained":
+            raise SystemExit(1)
+
+    def _until_stopped(self) -> None:
+        relay = self.build_relay()
+        stop = threading.Event()
+
+        def _stop(signum: int, _frame: object) -> None:
+            logger.info("outbox relay stopping (signal %s)", signum)
+            stop.set()
+            relay.wake()
+
+        signal.signal(signal.SIGTERM, _stop)
+        signal.signal(signal.SIGINT, _stop)
+        port = self.metrics_port()
+        if port:
+            from prometheus_client import start_http_server
+
+            start_http_server(port)
+        logger.info(
+            "outbox relay started",
+            extra={"interval": relay.interval, "grace_seconds": relay.grace_seconds},
+        )
+        relay.run_forever(stop)
+        logger.info("outbox relay stopped")

@@ -7,23 +7,18 @@ cannot publish stays in the table; the ``outbox_relay`` process publishes it lat
 
 from __future__ import annotations
 
-import logging
-import os
-import threading
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
 from celery import Celery
 from django.conf import settings
-from django.db import close_old_connections, connections
+from django.db import close_old_connections
 from django.utils import timezone
 
 from accounts.models import OutboxEvent
 from common.celery_utils import make_publisher_app
-from common.outbox import Relay
-
-logger = logging.getLogger(__name__)
+from common.outbox import ProcessRelay, Relay
 
 
 class OrmOutboxStore:
@@ -89,71 +84,14 @@ def build_relay(
     )
 
 
-class ProcessRelay:
-    """One relay thread per process (recreated after a fork), started on first use."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._relay: Relay | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._pid = 0
-
-    def install(self, relay: Relay | None) -> None:
-        """Use ``relay`` from now on (tests; None: build the default on next use)."""
-        self.shutdown()
-        with self._lock:
-            self._relay = relay
-            self._pid = os.getpid() if relay is not None else 0
-
-    def get(self) -> Relay:
-        with self._lock:
-            if self._relay is None or self._pid != os.getpid():
-                # The web process's own thread sweeps rarely: the relay process does that.
-                self._relay = build_relay(
-                    interval=max(30.0, settings.OUTBOX_RELAY_INTERVAL_SECONDS)
-                )
-                self._pid = os.getpid()
-                self._thread = None
-            if self._thread is None or not self._thread.is_alive():
-                self._stop = threading.Event()
-                self._thread = threading.Thread(
-                    target=self._run,
-                    args=(self._relay, self._stop),
-                    name="outbox-relay",
-                    daemon=True,
-                )
-                self._thread.start()
-            return self._relay
-
-    @staticmethod
-    def _run(relay: Relay, stop: threading.Event) -> None:
-        try:
-            relay.run_forever(stop)
-        finally:
-            connections.close_all()  # this thread's connections only
-
-    def shutdown(self, timeout: float = 10.0) -> None:
-        """Stop the thread (it finishes the publish in progress) and wait for it."""
-        with self._lock:
-            thread, relay = self._thread, self._relay
-            self._stop.set()
-            self._thread = None
-        if relay is not None:
-            relay.wake()
-        if thread is not None:
-            thread.join(timeout)
+def _thread_relay() -> Relay:
+    # The web process's own thread sweeps rarely: the relay process does that.
+    return build_relay(interval=max(30.0, settings.OUTBOX_RELAY_INTERVAL_SECONDS))
 
 
-process_relay = ProcessRelay()
+process_relay = ProcessRelay(_thread_relay)
 
 
 def submit(envelope: dict[str, Any]) -> None:
     """Publish soon from the relay thread; never raises (the outbox row is the guarantee)."""
-    try:
-        process_relay.get().submit(envelope)
-    except Exception:
-        logger.exception(
-            "could not hand the event to the relay thread; the relay process will publish it",
-            extra={"event_id": envelope.get("event_id")},
-        )
+    process_relay.submit(envelope)

@@ -1,13 +1,15 @@
 """The outbox relay against the real RabbitMQ: confirmed publish, nothing lost, nothing extra."""
 
+import io
 import threading
 
 import pytest
 from celery import Celery
+from django.core.management import call_command
 from kombu import Connection
 
 from common import events
-from common.outbox import Relay
+from common.outbox import Relay, RelayCommand
 from common.testing import server_url
 
 
@@ -212,3 +214,50 @@ def test_a_submitted_event_is_forgotten_before_the_scan_and_sent_once(amqp_url):
     assert relay.run_once() == (2, "drained")
     assert store.forgotten == [[written[0]["event_id"]], [written[1]["event_id"]]]
     assert delivered_ids(amqp_url) == [e["event_id"] for e in written]
+
+
+class OnceCommand(RelayCommand):
+    """``outbox_relay`` of a service whose outbox is ``store`` (what each service's is)."""
+
+    def __init__(self, relay):
+        super().__init__()
+        self.relay = relay
+
+    def build_relay(self, *, grace_seconds=None):
+        assert grace_seconds == 0  # --once takes events at any age
+        return self.relay
+
+
+def run_once_command(relay):
+    out = io.StringIO()
+    try:
+        call_command(OnceCommand(relay), "--once", stdout=out)
+    except SystemExit as exc:
+        return exc.code, out.getvalue()
+    return 0, out.getvalue()
+
+
+def test_once_publishes_every_pending_batch_and_exits_0(amqp_url):
+    written = envelopes(25)
+    store = MemoryStore(written)
+    relay = Relay(app=make_app(amqp_url), store=store, batch_size=10)
+    assert run_once_command(relay) == (0, "published 25 event(s); drained\n")
+    assert store.items == {}
+    assert delivered_ids(amqp_url) == [e["event_id"] for e in written]
+
+
+def test_once_exits_1_when_a_publish_fails_and_keeps_the_rest(amqp_url):
+    written = envelopes(5)
+    store = MemoryStore(written)
+    relay = FailingAfter(good=2, app=make_app(amqp_url), store=store, batch_size=2)
+    assert run_once_command(relay) == (1, "published 2 event(s); failed\n")
+    assert list(store.items) == [e["event_id"] for e in written[2:]]
+
+
+def test_once_exits_1_when_the_store_fails(amqp_url):
+    class StoreDown(MemoryStore):
+        def pending(self, *, limit, older_than_seconds):
+            raise ConnectionError("database down")
+
+    relay = Relay(app=make_app(amqp_url), store=StoreDown([]))
+    assert run_once_command(relay) == (1, "published 0 event(s); failed\n")
