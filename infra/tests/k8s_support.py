@@ -1,9 +1,10 @@
 """Helpers of test_k8s.py: the overlays rendered, the containers' environment resolved, and the
 tools virtualenv (checkov, kubernetes-validate) created from requirements/k8s-tools.txt.
 
-The tools live in a virtualenv of their own (``.state/k8s-tools``): checkov pins many packages
-the services pin differently. It is (re)created when missing or when the requirements file (or
-the Python version) changes: a hash of both is stamped inside it.
+The tools live in a virtualenv of their own: checkov pins many packages the services pin
+differently. It is kept in the user's cache folder (``~/.cache/musicstream/k8s-tools``, like
+pip's cache), so fresh clones on one machine (CI) install it once, and (re)created when missing
+or when the requirements file (or the Python version) changes: a hash of both is stamped inside it.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import os
 import shutil
 import subprocess
 import sys
@@ -25,7 +27,9 @@ REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "infra" / "k8s"
 OVERLAYS = ("dev", "prod")
 TOOLS_REQUIREMENTS = REPO / "requirements" / "k8s-tools.txt"
-TOOLS_VENV = REPO / ".state" / "k8s-tools"
+TOOLS_VENV = (
+    Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "musicstream" / "k8s-tools"
+)
 # Custom resources no Kubernetes schema knows (KEDA's); test_k8s.py checks them itself.
 CUSTOM_KINDS = {"ScaledObject", "TriggerAuthentication"}
 WORKLOAD_KINDS = {"Deployment", "Job"}
