@@ -1,20 +1,14 @@
 #!/usr/bin/env python
 """Django's command-line utility for the auth service."""
 
-import os
 import sys
 from pathlib import Path
 
+here = Path(__file__).resolve().parent
+# The project folder (settings and apps) and the repository root (the `common` package).
+sys.path[:0] = [str(here), str(here.parent)]
 
-def main() -> None:
-    here = Path(__file__).resolve().parent
-    # The project folder (settings and apps) and the repository root (the `common` package).
-    sys.path[:0] = [str(here), str(here.parent)]
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "auth_project.settings")
-    from django.core.management import execute_from_command_line
-
-    execute_from_command_line(sys.argv)
-
+from common.entrypoints import manage  # noqa: E402
 
 if __name__ == "__main__":
-    main()
+    manage("auth_project.settings")

@@ -12,6 +12,7 @@ fails instead of skipping.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import pytest
 
@@ -58,3 +59,19 @@ def django_test_database_url() -> str:
     if db.get("PASSWORD"):
         auth += ":" + quote(db["PASSWORD"], safe="")
     return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+def assert_ops_endpoints_answer(client: Any, *, checks: set[str] | None = None) -> None:
+    """A service's operational endpoints, as the platform probes them, through a Django test
+    ``client``: /healthz ok, /readyz 200 (every one of ``checks`` present and ok, if given) and
+    /metrics with django-prometheus' request series."""
+    assert client.get("/healthz").json()["status"] == "ok"
+    ready = client.get("/readyz")
+    assert ready.status_code == 200, ready.content
+    if checks is not None:
+        answered = ready.json()["checks"]
+        assert set(answered) == checks, answered
+        assert all(check["ok"] for check in answered.values()), answered
+    metrics = client.get("/metrics")
+    assert metrics.status_code == 200
+    assert b"django_http_responses_total_by_status_view_method_total" in metrics.content

@@ -2,22 +2,12 @@
 
 import pytest
 
-
-@pytest.mark.django_db
-def test_healthz_readyz_metrics(client):
-    assert client.get("/healthz").json()["status"] == "ok"
-    ready = client.get("/readyz")
-    assert ready.status_code == 200, ready.content
-    metrics = client.get("/metrics")
-    assert metrics.status_code == 200
-    assert b"django_http_responses_total_by_status_view_method_total" in metrics.content
+from common.testing import assert_ops_endpoints_answer
 
 
 @pytest.mark.django_db
-def test_readyz_checks_database_cache_and_broker(client):
-    checks = client.get("/readyz").json()["checks"]
-    assert set(checks) == {"database", "cache", "broker"}
-    assert all(check["ok"] for check in checks.values())
+def test_healthz_readyz_metrics_and_the_checks_of_readyz(client):
+    assert_ops_endpoints_answer(client, checks={"database", "cache", "broker"})
 
 
 @pytest.mark.django_db

@@ -2,15 +2,12 @@
 
 import pytest
 
+from common.testing import assert_ops_endpoints_answer
+
 
 @pytest.mark.django_db
 def test_healthz_readyz_metrics(client):
-    assert client.get("/healthz").json()["status"] == "ok"
-    ready = client.get("/readyz")
-    assert ready.status_code == 200, ready.content
-    metrics = client.get("/metrics")
-    assert metrics.status_code == 200
-    assert b"django_http_responses_total_by_status_view_method_total" in metrics.content
+    assert_ops_endpoints_answer(client)
 
 
 @pytest.mark.django_db
