@@ -1,10 +1,11 @@
 """Cache-aside reads of the analysis API and the keys an event invalidates.
 
-Reads go to the cache first and to the database on a miss; when the cache itself fails
-(Redis down) they go to the database and count a ``fallback``, never a 500. The worker
-invalidates the keys a change touches right after its transaction commits; when that fails
-(Redis down) the event stays counted (no retry, no dead letter), the failure is logged and
-counted, and the old entries are served until their TTL (``CACHE_TTL_SECONDS``) ends.
+Reads go to the cache first and to the database on a miss; a cache that fails follows the
+policy of every service (common.cache): reads go to the database (and count a ``fallback``),
+never a 500. The worker invalidates the keys a change touches right after its transaction
+commits; when that fails (Redis down) the event stays counted (no retry, no dead letter), the
+failure is logged and counted, and the old entries are served until their TTL
+(``CACHE_TTL_SECONDS``) ends.
 
 Invalidation bumps a generation counter per key instead of deleting the value. A plain delete
 has a race: a reader that loaded from the database just before the commit could store the old
@@ -22,15 +23,11 @@ from typing import TypeVar
 from urllib.parse import quote
 
 from django.core.cache import cache
-from django_redis.exceptions import ConnectionInterrupted
-from redis.exceptions import RedisError
 
 from analysis import metrics
+from common.cache import CACHE_ERRORS, invalidation_failed
 
 logger = logging.getLogger(__name__)
-
-# What a failing cache raises: django-redis wraps most redis errors in ConnectionInterrupted.
-CACHE_ERRORS: tuple[type[BaseException], ...] = (ConnectionInterrupted, RedisError, OSError)
 
 KEY_VERSION = "v1"
 # Named anew when the global list got its distinct-users rule: lists cached before it are
@@ -103,11 +100,11 @@ def cache_invalidate(*, keys: Iterable[str]) -> bool:
                     cache.incr(generation_key)
     except CACHE_ERRORS as exc:
         # Stop at the first failure: each further key would wait for the socket timeout too.
-        metrics.cache_invalidation_failures.inc()
-        logger.warning(
-            "cache unavailable after the commit, %d key(s) stay stale until they expire: %s",
-            len(keys),
+        invalidation_failed(
             exc,
+            counter=metrics.cache_invalidation_failures,
+            log=logger,
+            stale=f"{len(keys)} key(s)",
         )
         return False
     return True

@@ -8,6 +8,10 @@ can never be re-issued and bring back stale entries.
 An answer bigger than ``PLAYLIST_CACHE_MAX_BYTES`` (as JSON) is served but never stored, and one
 user stores at most ``PLAYLIST_CACHE_USER_MAX_BYTES`` per cache lifetime, so no client can fill
 the shared Redis (which never evicts) with huge answers or with many distinct pages.
+
+A cache that fails follows the policy of every service (common.cache): reads and writes go on
+without it; a failed invalidation is logged and counted
+(``playlist_cache_invalidation_failures_total``) and never fails the write.
 """
 
 from __future__ import annotations
@@ -21,6 +25,9 @@ from typing import Any
 from django.conf import settings
 from django.core.cache import cache
 from django.utils.http import parse_etags
+
+from common.cache import invalidation_failed
+from playlists import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -92,13 +99,20 @@ def _within_user_budget(user_id: str, size: int) -> bool:
     return int(cache.incr(key, size)) <= settings.PLAYLIST_CACHE_USER_MAX_BYTES
 
 
-def invalidate_user(user_id: str) -> None:
-    """Make every cached answer of this user unreachable (a new version token)."""
+def invalidate_user(user_id: str) -> bool:
+    """Make every cached answer of this user unreachable (a new version token); False (logged,
+    counted) when the cache failed. Never raises: the write it follows has committed."""
     try:
         cache.set(_version_key(user_id), uuid.uuid4().hex, timeout=None)
     except Exception as exc:
-        # Entries cached before the outage can be served until their TTL ends.
-        logger.warning("playlist cache invalidation failed: %s: %s", type(exc).__name__, exc)
+        invalidation_failed(
+            exc,
+            counter=metrics.CACHE_INVALIDATION_FAILURES,
+            log=logger,
+            stale="the user's cached answers",
+        )
+        return False
+    return True
 
 
 def _canonical_json(data: Any) -> bytes:

@@ -26,6 +26,11 @@ EVENTS_PUBLISHED = Counter(
     "Outbox events handed to the broker, by event type and outcome (published, failed).",
     ["type", "outcome"],
 )
+CACHE_INVALIDATION_FAILURES = Counter(
+    "playlist_cache_invalidation_failures_total",
+    "Cache invalidations after a write that failed (Redis down): the write stands, the user's "
+    "cached answers are served until their TTL ends (common.cache).",
+)
 OUTBOX_PENDING = Gauge(
     "playlist_outbox_pending",
     "Events written to the outbox and not yet confirmed by the broker.",

@@ -7,6 +7,7 @@ import socket
 import pytest
 from bson import ObjectId
 
+from playlists import metrics
 from playlists.documents import Playlist
 
 
@@ -103,8 +104,11 @@ def test_redis_down_breaks_neither_reads_nor_writes(alice, settings):
             },
         }
     }
+    failures = metrics.CACHE_INVALIDATION_FAILURES._value.get()
     created = alice.post("/api/playlists", {"name": "still works"})
     assert created.status_code == 201
+    # The write stands; its failed invalidation is counted (common.cache's policy).
+    assert metrics.CACHE_INVALIDATION_FAILURES._value.get() == failures + 1
     path = f"/api/playlists/{created.json()['id']}"
     listing = alice.get("/api/playlists")
     assert listing.status_code == 200 and listing.json()["count"] == 1
