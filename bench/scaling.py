@@ -44,7 +44,17 @@ import uuid
 
 import events_pipeline
 import psycopg
-from benchlib import ROOT, Stack, cpu_rss, free_port, load, lua_script, wait_answering, wrk
+from benchlib import (
+    ROOT,
+    Stack,
+    cpu_rss,
+    free_port,
+    load,
+    lua_script,
+    rerun_command,
+    wait_answering,
+    wrk,
+)
 
 QUERY_COUNTER = textwrap.dedent(
     """
@@ -345,7 +355,7 @@ def main() -> int:
     if "gateway" in args.parts:
         records += gateway_part(args)
     table(records)
-    print("\nrerun: .venv/bin/python bench/scaling.py " + " ".join(sys.argv[1:]))
+    print(f"\nrerun: {rerun_command()}")
     return 0
 
 
