@@ -23,6 +23,7 @@ import json
 import logging
 import time
 from typing import Any
+from urllib.parse import parse_qs
 
 from django.conf import settings
 from django.core.cache import cache
@@ -66,14 +67,24 @@ return 1
 )
 
 
-def ends_sessions(*, method: str, path: str, body: bytes) -> bool:
+def ends_sessions(*, method: str, path: str, body: bytes, content_type: str = "") -> bool:
     """True for a request that, once auth accepts it, ends every session of the caller."""
     if (method, path) in ENDING_ROUTES:
         return True
-    return (method, path) == PASSWORD_CHANGE and _sets_password(body)
+    return (method, path) == PASSWORD_CHANGE and _may_set_password(body, content_type)
 
 
-def _sets_password(body: bytes) -> bool:
+def _may_set_password(body: bytes, content_type: str) -> bool:
+    """False only for a body that certainly sets no new password (auth takes JSON, form and
+    multipart bodies); anything else is marked, and the mark withdrawn if auth refuses it."""
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media == "application/x-www-form-urlencoded":
+        try:
+            return "password" in parse_qs(body.decode("latin-1"), keep_blank_values=True)
+        except ValueError:
+            return True
+    if media not in ("", "application/json") and not media.endswith("+json"):
+        return True  # multipart and the rest: not parsed here
     try:
         text = body.decode()
         if json_depth_exceeds(text, _BODY_MAX_DEPTH):

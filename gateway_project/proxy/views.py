@@ -205,7 +205,12 @@ class ProxyView(APIView):
             # Stored before auth is called: if Redis cannot take it, auth is not called (503,
             # the refresh token stays valid and the client can retry), so nobody is told they
             # logged out while their access token still works.
-            if sessions.ends_sessions(method=method, path=django_request.path, body=body):
+            if sessions.ends_sessions(
+                method=method,
+                path=django_request.path,
+                body=body,
+                content_type=django_request.META.get("CONTENT_TYPE", ""),
+            ):
                 mark = sessions.sessions_end(claims=claims)
             if (method, django_request.path) in REVOKING_ROUTES:
                 try:

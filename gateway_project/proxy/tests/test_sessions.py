@@ -185,3 +185,34 @@ def test_the_mark_lives_as_long_as_an_access_token(users):
     sessions.sessions_end(claims={"user_id": alice, "iat": now, "exp": now + 900})
     ttl = cache.ttl(SESSIONS_KEY.format(user_id=alice))  # type: ignore[attr-defined]
     assert 900 < ttl <= 900 + 60 + 1
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body", "ends"),
+    [
+        ("application/x-www-form-urlencoded", b"password=new-secret-1&current_password=pw", True),
+        ("application/x-www-form-urlencoded", b"username=renamed&current_password=pw", False),
+        (
+            "multipart/form-data; boundary=b",
+            b'--b\r\nContent-Disposition: form-data; name="password"\r\n\r\nnew-secret-1\r\n'
+            b'--b\r\nContent-Disposition: form-data; name="current_password"\r\n\r\npw\r\n'
+            b"--b--\r\n",
+            True,
+        ),
+        ("application/merge-patch+json", b'{"password": "new-secret-1"}', True),
+    ],
+    ids=["form-password", "form-username-only", "multipart", "json-suffix"],
+)
+def test_a_password_change_in_any_body_auth_accepts_ends_every_session(
+    fake, client, make_token, users, content_type, body, ends
+):
+    """Auth also takes form and multipart bodies: a new password sent that way ends every session
+    too (a body the gateway does not parse is marked; the mark goes if auth refuses it)."""
+    alice = users()
+    other_device = issued(make_token, alice)
+    fake.script = lambda r: Answer(200, body=b"{}") if r.path == ME else None
+    response = client.generic(
+        "PATCH", ME, body, content_type=content_type, **bearer(issued(make_token, alice))
+    )
+    assert response.status_code == 200
+    assert works(client, other_device) is not ends
