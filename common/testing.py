@@ -12,6 +12,8 @@ fails instead of skipping.
 from __future__ import annotations
 
 import os
+import threading
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -75,3 +77,37 @@ def assert_ops_endpoints_answer(client: Any, *, checks: set[str] | None = None) 
     metrics = client.get("/metrics")
     assert metrics.status_code == 200
     assert b"django_http_responses_total_by_status_view_method_total" in metrics.content
+
+
+def relays_drain_together(
+    relays: list[Any], *, passes: int = 200, after: Callable[[], None] | None = None
+) -> list[list[tuple[int, str]]]:
+    """Run every outbox relay's passes (``run_once``) in its own thread, all starting at the same
+    moment, until each reports anything but ``"more"``; the (published, state) of every pass.
+    ``after`` runs in each thread at its end (e.g. closing its database connection)."""
+    start = threading.Barrier(len(relays))
+    results: list[list[tuple[int, str]]] = [[] for _ in relays]
+    errors: list[BaseException] = []
+
+    def work(index: int) -> None:
+        try:
+            start.wait(timeout=30)
+            for _ in range(passes):
+                published, state = relays[index].run_once()
+                results[index].append((published, state))
+                if state != "more":
+                    return
+        except BaseException as exc:  # reported by the test, not lost in the thread
+            errors.append(exc)
+        finally:
+            if after is not None:
+                after()
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(relays))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not any(thread.is_alive() for thread in threads), "a relay pass hung"
+    assert not errors, errors
+    return results

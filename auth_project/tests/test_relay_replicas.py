@@ -9,7 +9,6 @@ the run, with the rows committed (two threads, two database connections).
 
 from __future__ import annotations
 
-import threading
 import uuid
 from collections import Counter
 from typing import Any
@@ -22,6 +21,7 @@ from accounts.tests.test_outbox import QUEUES, celery_app, closed_port_url, read
 from django.db import connections
 
 from common import events
+from common.testing import relays_drain_together
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -51,32 +51,7 @@ def relay(broker_url: str) -> Any:
 
 
 def drain_together(relays: list[Any]) -> list[list[tuple[int, str]]]:
-    """Run every relay's passes in its own thread, all starting at the same moment."""
-    start = threading.Barrier(len(relays))
-    passes: list[list[tuple[int, str]]] = [[] for _ in relays]
-    errors: list[BaseException] = []
-
-    def work(index: int) -> None:
-        try:
-            start.wait(timeout=30)
-            for _ in range(PASSES):
-                published, state = relays[index].run_once()
-                passes[index].append((published, state))
-                if state != "more":
-                    return
-        except BaseException as exc:  # reported by the test, not lost in the thread
-            errors.append(exc)
-        finally:
-            connections.close_all()  # this thread's connection (the test database is dropped)
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(relays))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    assert not any(thread.is_alive() for thread in threads), "a relay pass hung"
-    assert not errors, errors
-    return passes
+    return relays_drain_together(relays, passes=PASSES, after=connections.close_all)
 
 
 @pytest.fixture

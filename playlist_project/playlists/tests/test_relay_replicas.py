@@ -10,13 +10,13 @@ run_once) against the real RabbitMQ vhost of the run.
 from __future__ import annotations
 
 import socket
-import threading
 from collections import Counter
 from typing import Any
 
 import pytest
 
 from common.events import ANALYSIS_QUEUE, PLAYLIST_DELETED
+from common.testing import relays_drain_together
 from playlists import services
 from playlists.relay import build_relay
 from playlists.tests.conftest import pending_envelopes
@@ -49,30 +49,7 @@ def write_events(owners: int = 4, per_owner: int = 6) -> list[dict[str, Any]]:
 
 
 def drain_together(relays: list[Any]) -> list[list[tuple[int, str]]]:
-    """Run every relay's passes in its own thread, all starting at the same moment."""
-    start = threading.Barrier(len(relays))
-    passes: list[list[tuple[int, str]]] = [[] for _ in relays]
-    errors: list[BaseException] = []
-
-    def work(index: int) -> None:
-        try:
-            start.wait(timeout=30)
-            for _ in range(PASSES):
-                published, state = relays[index].run_once()
-                passes[index].append((published, state))
-                if state != "more":
-                    return
-        except BaseException as exc:  # reported by the test, not lost in the thread
-            errors.append(exc)
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(relays))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    assert not any(thread.is_alive() for thread in threads), "a relay pass hung"
-    assert not errors, errors
-    return passes
+    return relays_drain_together(relays, passes=PASSES)
 
 
 @pytest.fixture
